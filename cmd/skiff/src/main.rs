@@ -1,0 +1,247 @@
+//! The `skiff` binary: flags, tracing, and wiring the components together.
+//! No domain logic lives here.
+
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "skiff", version, about = "A single-binary orchestrator that speaks the Kubernetes API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a server: API server and its store (controllers and node agent come later)
+    Server(ServerArgs),
+    /// Print the admin kubeconfig of the server whose data dir is given
+    Kubeconfig(KubeconfigArgs),
+}
+
+#[derive(Parser, Debug, Clone)]
+struct ServerArgs {
+    /// Folder for state: the store, TLS material, the join token, the kubeconfig
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address the API server listens on
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// HTTPS port of the API server
+    #[arg(long, default_value_t = 6443)]
+    https_listen_port: u16,
+    /// Where to write the admin kubeconfig (default <data-dir>/kubeconfig.yaml), mode 0600
+    #[arg(long)]
+    write_kubeconfig: Option<PathBuf>,
+    /// Join token nodes present; generated and stored in the data dir when absent
+    #[arg(long, env = "SKIFF_TOKEN")]
+    token: Option<String>,
+    /// This node's address (advertised in the `kubernetes` Endpoints and the certificate)
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Range Service ClusterIPs are drawn from
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// Range NodePorts are drawn from, as FIRST-LAST
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Run without the node agent (this server runs no pods)
+    #[arg(long)]
+    disable_agent: bool,
+    /// Extra names for the serving certificate (IP addresses)
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    tls_san: Vec<IpAddr>,
+}
+
+#[derive(Parser, Debug)]
+struct KubeconfigArgs {
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The server URL to put in the kubeconfig
+    #[arg(long, default_value = "https://127.0.0.1:6443")]
+    server: String,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => run_server(args),
+        Command::Kubeconfig(args) => print_kubeconfig(args),
+    };
+    if let Err(e) = result {
+        eprintln!("skiff: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16)> {
+    let (a, b) = s
+        .split_once('-')
+        .with_context(|| format!("--service-node-port-range {s:?}: expected FIRST-LAST, e.g. 30000-32767"))?;
+    let a: u16 = a.trim().parse().with_context(|| format!("--service-node-port-range {s:?}: {a:?} is not a port"))?;
+    let b: u16 = b.trim().parse().with_context(|| format!("--service-node-port-range {s:?}: {b:?} is not a port"))?;
+    if a == 0 || a > b {
+        bail!("--service-node-port-range {s:?}: the first port must be between 1 and the last port");
+    }
+    Ok((a, b))
+}
+
+fn parse_service_cidr(s: &str) -> Result<ipnet::Ipv4Net> {
+    let net: ipnet::Ipv4Net = s
+        .parse()
+        .with_context(|| format!("--service-cidr {s:?}: expected an IPv4 CIDR such as 10.96.0.0/12"))?;
+    if net.prefix_len() > 28 {
+        bail!("--service-cidr {s:?}: the range is too small; use a prefix of /28 or shorter");
+    }
+    Ok(net.trunc())
+}
+
+/// The join token: given, or read from the data dir, or generated once.
+fn join_token(data_dir: &Path, given: Option<String>) -> Result<String> {
+    let path = data_dir.join("token");
+    if let Some(t) = given {
+        if t.trim().is_empty() {
+            bail!("--token: the token must not be empty");
+        }
+        write_private(&path, t.trim().as_bytes())?;
+        return Ok(t.trim().to_string());
+    }
+    match fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => {
+            let bytes: [u8; 24] = rand_bytes();
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&path, token.as_bytes())?;
+            Ok(token)
+        }
+    }
+}
+
+fn rand_bytes() -> [u8; 24] {
+    let mut out = [0u8; 24];
+    // uuid v4 draws from the OS random source
+    let a = uuid_bytes();
+    let b = uuid_bytes();
+    out[..16].copy_from_slice(&a);
+    out[16..].copy_from_slice(&b[..8]);
+    out
+}
+
+fn uuid_bytes() -> [u8; 16] {
+    *uuid::Uuid::new_v4().as_bytes()
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(contents).with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn kubeconfig(server: &str, tls: &skiff_apiserver::tls::ClusterTls) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\ncurrent-context: skiff\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\npreferences: {{}}\n",
+        b64(&tls.ca_cert_pem),
+        b64(&tls.admin_cert_pem),
+        b64(&tls.admin_key_pem),
+    )
+}
+
+fn server_url(bind: IpAddr, port: u16) -> String {
+    if bind.is_unspecified() || bind.is_loopback() {
+        format!("https://127.0.0.1:{port}")
+    } else if bind.is_ipv6() {
+        format!("https://[{bind}]:{port}")
+    } else {
+        format!("https://{bind}:{port}")
+    }
+}
+
+fn run_server(args: ServerArgs) -> Result<()> {
+    let node_ports = parse_port_range(&args.service_node_port_range)?;
+    let service_cidr = parse_service_cidr(&args.service_cidr)?;
+    fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("--data-dir {}: cannot create it", args.data_dir.display()))?;
+    let token = join_token(&args.data_dir, args.token.clone())?;
+    let advertise = args.node_ip.unwrap_or(if args.bind_address.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        args.bind_address
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(async move {
+        let db = args.data_dir.join("db");
+        let store = skiff_store::SledStore::open(skiff_store::SledOptions::new(db.clone()))
+            .with_context(|| format!("opening the store at {} (is another skiff server using this --data-dir?)", db.display()))?;
+        let store: skiff_store::DynStore = store;
+        let config = skiff_apiserver::Config {
+            tls_dir: args.data_dir.join("tls"),
+            bind: SocketAddr::new(args.bind_address, args.https_listen_port),
+            extra_sans: args.tls_san.clone(),
+            advertise,
+            service_cidr,
+            node_port_range: node_ports,
+            node_token: token,
+        };
+        let running = skiff_apiserver::start(config, store.clone()).await?;
+        let kubeconfig_path = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
+        let kc = kubeconfig(&server_url(args.bind_address, running.addr.port()), &running.tls);
+        write_private(&kubeconfig_path, kc.as_bytes())?;
+        if args.disable_agent {
+            tracing::info!("node agent disabled (--disable-agent)");
+        }
+        tracing::info!(kubeconfig = %kubeconfig_path.display(), addr = %running.addr, "skiff server is ready");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        drop(store);
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_kubeconfig(args: KubeconfigArgs) -> Result<()> {
+    let dir = args.data_dir.join("tls");
+    if !dir.join("ca.crt").exists() {
+        bail!("{}: no cluster here yet; start `skiff server --data-dir {}` first", dir.display(), args.data_dir.display());
+    }
+    let tls = skiff_apiserver::tls::ClusterTls::load(&dir)?;
+    print!("{}", kubeconfig(&args.server, &tls));
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! skiff-apiserver: the Kubernetes REST API over a [`skiff_store::Store`].
+//!
+//! Entry points: [`Config`] and [`start`], which binds the HTTPS listener and
+//! returns a [`Running`] server. Requests flow `listener` (TLS, identity) →
+//! `server` (routing, authentication, metrics) → `handlers` (the verbs) →
+//! the store; `watch` streams changes; `discovery` and `skiff_api::openapi`
+//! answer what clients ask before they do anything.
+
+mod alloc;
+mod bootstrap;
+mod discovery;
+mod error;
+mod handlers;
+mod listener;
+mod metrics;
+mod objects;
+mod query;
+mod request;
+mod selectors;
+mod server;
+mod services;
+mod table;
+pub mod tls;
+mod watch;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::ApiError;
+pub use server::{start, Running};
+
+/// Everything the API server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where TLS material lives (`<data-dir>/tls`).
+    pub tls_dir: PathBuf,
+    pub bind: SocketAddr,
+    /// Addresses to put in the serving certificate besides the standard ones.
+    pub extra_sans: Vec<IpAddr>,
+    /// The address other nodes and the `kubernetes` Endpoints use.
+    pub advertise: IpAddr,
+    pub service_cidr: ipnet::Ipv4Net,
+    pub node_port_range: (u16, u16),
+    /// The join token nodes present as a bearer token.
+    pub node_token: String,
+}
+
+/// Shared state of a running API server.
+pub struct Api {
+    pub(crate) store: skiff_store::DynStore,
+    pub(crate) alloc: alloc::Allocator,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) config: Config,
+}
+
+pub type SharedApi = Arc<Api>;
