@@ -14,3 +14,4 @@ pub mod openapi;
 pub mod schema;
 pub mod table;
 pub mod validation;
+pub mod defaults;

@@ -109,6 +109,17 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"))
     }
 
+    pub fn unsupported_media_patch(content_type: &str) -> Self {
+        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"))
+    }
+
+    /// 409 for a server-side apply conflict.
+    pub fn apply_conflict(qualified: &str, name: &str, message: String, causes: Vec<Cause>) -> Self {
+        let mut e = Self::new(409, "Conflict", message).about(qualified, name);
+        e.causes = causes;
+        e
+    }
+
     pub fn not_acceptable(message: impl Into<String>) -> Self {
         Self::new(406, "NotAcceptable", message)
     }

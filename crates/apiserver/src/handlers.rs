@@ -460,7 +460,6 @@ fn prepare_new(rt: &ResourceType, obj: &mut Value) {
             }
         }
         "Secret" => fold_string_data(obj),
-        "Service" => services::default_service(obj),
         "Pod" => {
             if let Some(o) = obj.as_object_mut() {
                 let status = o.entry("status").or_insert_with(|| json!({}));
@@ -491,39 +490,18 @@ fn fold_string_data(obj: &mut Value) {
     o.entry("type").or_insert(json!("Opaque"));
 }
 
-fn managed_fields_entry(rt: &ResourceType, manager: &str, operation: &str, subresource: Option<&str>) -> Value {
-    let mut e = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": rt.api_version(),
-        "time": now_rfc3339(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": {},
-    });
-    if let Some(s) = subresource {
-        e["subresource"] = json!(s);
-    }
-    e
+/// Who owns the fields a write sets.
+#[derive(Debug, Clone, Copy)]
+pub enum Ownership<'a> {
+    /// A create, update or patch by this manager.
+    Update(&'a str),
+    /// Server-side apply already computed managedFields.
+    Precomputed,
 }
 
-/// Record that `manager` wrote the object (one entry per manager,
-/// operation and subresource, as Kubernetes keeps them).
-fn record_manager(rt: &ResourceType, obj: &mut Value, old: Option<&Value>, manager: &str, op: &str, sub: Option<&str>) {
-    let mut entries: Vec<Value> = old
-        .and_then(|o| o.pointer("/metadata/managedFields"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    entries.retain(|e| {
-        !(e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some(op)
-            && e.get("subresource").and_then(Value::as_str) == sub)
-    });
-    let mut entry = managed_fields_entry(rt, manager, op, sub);
-    entry["fieldsV1"] = crate::server::fields_v1(obj, sub);
-    entries.push(entry);
-    if let Some(m) = meta_mut(obj) {
-        m.insert("managedFields".into(), Value::Array(entries));
+fn record_ownership(rt: &ResourceType, old: Option<&Value>, obj: &mut Value, own: Ownership<'_>, sub: Option<&str>) {
+    if let Ownership::Update(manager) = own {
+        crate::patch::apply::record_update(old, obj, Some(rt.definition), manager, &rt.api_version(), sub);
     }
 }
 
@@ -536,10 +514,18 @@ fn field_manager(query: &Query, headers: &HeaderMap) -> String {
 }
 
 async fn create(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let rt = t.rt;
     let dry_run = query.dry_run()?;
     let raw = decode_body(headers, &body)?;
-    let (mut obj, warnings) = check_body(rt, raw, query.field_validation()?)?;
+    let (obj, warnings) = check_body(t.rt, raw, query.field_validation()?)?;
+    let manager = field_manager(query, headers);
+    let obj = create_object(api, t, obj, Ownership::Update(&manager), dry_run).await?;
+    Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings))
+}
+
+/// Create a checked object: server metadata, defaults, validation,
+/// namespace checks, allocations, and the durable write.
+pub async fn create_object(api: &Api, t: &Target, mut obj: Value, own: Ownership<'_>, dry_run: bool) -> Result<Value, ApiError> {
+    let rt = t.rt;
     // namespace: from the URL, which the body must agree with
     if rt.namespaced {
         let url_ns = t.namespace.clone().unwrap_or_else(|| "default".into());
@@ -583,6 +569,7 @@ async fn create(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body:
         }
     }
     prepare_new(rt, &mut obj);
+    skiff_api::defaults::apply(rt, &mut obj);
     let errs = skiff_api::validation::validate(rt, &obj);
     if !errs.is_empty() {
         return Err(invalid_from(rt, &name, errs));
@@ -591,23 +578,21 @@ async fn create(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body:
         let ns = meta_str(&obj, "namespace").unwrap_or("default").to_string();
         check_namespace(api, &ns, true).await?;
     }
-    let manager = field_manager(query, headers);
-    record_manager(rt, &mut obj, None, &manager, "Update", None);
+    record_ownership(rt, None, &mut obj, own, None);
     let key = objects::key(rt, meta_str(&obj, "namespace"), &name);
     let taken = if rt.kind == "Service" { services::allocate(&api.alloc, &key, &mut obj, None).await? } else { Vec::new() };
-    let obj = objects::normalize(rt, obj);
+    let mut obj = objects::normalize(rt, obj);
     if dry_run {
         services::release_all(&api.alloc, &key, &taken).await;
-        return Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings));
+        return Ok(obj);
     }
     let started = std::time::Instant::now();
     let result = api.store.create(&key, objects::encode(&obj)).await;
     api.metrics.observe_store_write(started.elapsed());
     match result {
         Ok(rev) => {
-            let mut obj = obj;
             objects::set_rv(&mut obj, rev);
-            Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings))
+            Ok(obj)
         }
         Err(e) => {
             services::release_all(&api.alloc, &key, &taken).await;
@@ -690,7 +675,7 @@ pub async fn write_update(
     old: &Value,
     old_rev: u64,
     new: Value,
-    manager: &str,
+    own: Ownership<'_>,
     dry_run: bool,
 ) -> Result<Written, ApiError> {
     let rt = t.rt;
@@ -730,8 +715,8 @@ pub async fn write_update(
     if rt.kind == "Secret" {
         fold_string_data(&mut new);
     }
-    if rt.kind == "Service" && t.subresource.is_none() {
-        services::default_service(&mut new);
+    if t.subresource.is_none() {
+        skiff_api::defaults::apply(rt, &mut new);
     }
     let errs = skiff_api::validation::validate(rt, &new);
     if !errs.is_empty() {
@@ -775,7 +760,7 @@ pub async fn write_update(
     if without_mf == old_without_mf {
         return Ok(Written { obj: unchanged_old, created: false });
     }
-    record_manager(rt, &mut candidate, Some(old), manager, "Update", t.subresource.as_deref());
+    record_ownership(rt, Some(old), &mut candidate, own, t.subresource.as_deref());
     if dry_run {
         services::release_all(&api.alloc, &key, &taken).await;
         return Ok(Written { obj: candidate, created: false });
@@ -807,43 +792,52 @@ async fn update(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body:
     let (new, warnings) = check_body(t.rt, raw, query.field_validation()?)?;
     let (old, old_rev) = load(api, t).await?;
     let manager = field_manager(query, headers);
-    let w = write_update(api, t, &old, old_rev, new, &manager, dry_run).await?;
+    let w = write_update(api, t, &old, old_rev, new, Ownership::Update(&manager), dry_run).await?;
     Ok(with_warnings(json_response(if w.created { StatusCode::CREATED } else { StatusCode::OK }, &w.obj), &warnings))
 }
 
-/// PATCH: merge and JSON patches here; strategic merge and server-side apply
-/// come with the API semantics work.
+/// PATCH in all four formats: JSON merge, JSON patch, strategic merge and
+/// server-side apply.
 async fn patch(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large());
     }
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim().to_string();
+    if media == "application/apply-patch+yaml" {
+        return server_side_apply(api, t, query, &body).await;
+    }
     let dry_run = query.dry_run()?;
     let manager = field_manager(query, headers);
+    let decode = |body: &[u8]| -> Result<Value, ApiError> {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+    };
+    let scale = t.subresource.as_deref() == Some("scale");
     for _attempt in 0..5 {
         let (old, old_rev) = load(api, t).await?;
-        let base = if t.subresource.as_deref() == Some("scale") { scale_of(t.rt, &old) } else { old.clone() };
+        let base = if scale { scale_of(t.rt, &old) } else { old.clone() };
         let patched = match media.as_str() {
             "application/merge-patch+json" => {
-                let p: Value = serde_json::from_slice(&body)
-                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
                 let mut doc = base.clone();
-                merge_patch(&mut doc, &p);
+                merge_patch(&mut doc, &decode(&body)?);
                 doc
             }
             "application/json-patch+json" => crate::server::json_patch(&base, &body)?,
-            "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
-                return Err(ApiError::unsupported_media(&media))
+            "application/strategic-merge-patch+json" => {
+                let def = if scale { None } else { Some(t.rt.definition) };
+                crate::patch::strategic::apply(&base, &decode(&body)?, def)
+                    .map_err(|e| ApiError::unprocessable(e.to_string()))?
             }
-            other => return Err(ApiError::unsupported_media(other)),
+            other => {
+                return Err(ApiError::unsupported_media_patch(other));
+            }
         };
-        if t.subresource.as_deref() == Some("scale") {
+        if scale {
             let replicas = patched.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
             let mut new = old.clone();
             new["spec"]["replicas"] = replicas;
             let main = Target { subresource: None, ..t.clone() };
-            match write_update(api, &main, &old, old_rev, clear_rv(new), &manager, dry_run).await {
+            match write_update(api, &main, &old, old_rev, clear_rv(new), Ownership::Update(&manager), dry_run).await {
                 Ok(w) => return Ok(json_response(StatusCode::OK, &scale_of(t.rt, &w.obj))),
                 Err(e) if e.reason == "Conflict" => continue,
                 Err(e) => return Err(e),
@@ -853,13 +847,88 @@ async fn patch(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: 
         // a patch that carries no resourceVersion retries on conflict
         let pinned = meta_str(&checked, "resourceVersion").is_some_and(|rv| rv != old_rev.to_string());
         let new = if pinned { checked } else { clear_rv(checked) };
-        match write_update(api, t, &old, old_rev, new, &manager, dry_run).await {
+        match write_update(api, t, &old, old_rev, new, Ownership::Update(&manager), dry_run).await {
             Ok(w) => return Ok(with_warnings(json_response(StatusCode::OK, &w.obj), &warnings)),
             Err(e) if e.reason == "Conflict" && !pinned => continue,
             Err(e) => return Err(e),
         }
     }
     Err(ApiError::conflict(&t.rt.qualified_plural(), require_name(t), "the object keeps changing; try again"))
+}
+
+/// Server-side apply (`application/apply-patch+yaml`): create or merge,
+/// with field ownership and conflicts.
+async fn server_side_apply(api: &Api, t: &Target, query: &Query, body: &[u8]) -> Result<Response, ApiError> {
+    let manager = query
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::bad_request("PATCH, fieldManager: Required value: is required for apply patch"))?
+        .to_string();
+    let force = query.flag("force");
+    let dry_run = query.dry_run()?;
+    let mut yaml_headers = HeaderMap::new();
+    yaml_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+    let raw = decode_body(&yaml_headers, body)?;
+    if raw.get("apiVersion").is_none() || raw.get("kind").is_none() {
+        return Err(ApiError::bad_request(
+            "invalid object type: /, Kind=: apiVersion and kind must be set in an applied configuration",
+        ));
+    }
+    let (config, warnings) = check_body(t.rt, raw, query.field_validation()?)?;
+    let name = require_name(t).to_string();
+    if name_of(&config) != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            name_of(&config)
+        )));
+    }
+    let def = Some(t.rt.definition);
+    let api_version = t.rt.api_version();
+    for _attempt in 0..5 {
+        let live = match load(api, t).await {
+            Ok(x) => Some(x),
+            Err(e) if e.code == 404 => None,
+            Err(e) => return Err(e),
+        };
+        let merged = crate::patch::apply::apply(live.as_ref().map(|(o, _)| o), &config, def, &manager, &api_version, force)
+            .map_err(|conflicts| apply_conflict(t, &name, &conflicts))?;
+        let result = match &live {
+            None => {
+                let main = Target { subresource: None, name: None, ..t.clone() };
+                let mut fresh = clear_rv(merged);
+                if let Some(m) = meta_mut(&mut fresh) {
+                    m.insert("name".into(), json!(name));
+                }
+                create_object(api, &main, fresh, Ownership::Precomputed, dry_run).await.map(|o| (o, true))
+            }
+            Some((old, old_rev)) => write_update(api, t, old, *old_rev, clear_rv(merged), Ownership::Precomputed, dry_run)
+                .await
+                .map(|w| (w.obj, false)),
+        };
+        match result {
+            Ok((obj, created)) => {
+                let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+                return Ok(with_warnings(json_response(code, &obj), &warnings));
+            }
+            Err(e) if e.code == 409 && e.reason != "Conflict" && live.is_none() => continue,
+            Err(e) if e.reason == "Conflict" && e.causes.is_empty() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(&t.rt.qualified_plural(), &name, "the object keeps changing; try again"))
+}
+
+fn apply_conflict(t: &Target, name: &str, conflicts: &[crate::patch::apply::Conflict]) -> ApiError {
+    let message = crate::patch::apply::conflict_message(conflicts);
+    let causes = conflicts
+        .iter()
+        .map(|c| Cause {
+            reason: "FieldManagerConflict".into(),
+            message: format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+            field: c.field.clone(),
+        })
+        .collect();
+    ApiError::apply_conflict(&t.rt.qualified_plural(), name, message, causes)
 }
 
 fn clear_rv(mut v: Value) -> Value {
@@ -941,7 +1010,7 @@ async fn update_scale(api: &Api, t: &Target, query: &Query, body: Bytes) -> Resu
     let mut new = clear_rv(old.clone());
     new["spec"]["replicas"] = json!(replicas);
     let main = Target { subresource: None, ..t.clone() };
-    let w = write_update(api, &main, &old, old_rev, new, "kubectl-scale", query.dry_run()?).await?;
+    let w = write_update(api, &main, &old, old_rev, new, Ownership::Update("kubectl-scale"), query.dry_run()?).await?;
     Ok(json_response(StatusCode::OK, &scale_of(t.rt, &w.obj)))
 }
 

@@ -14,6 +14,7 @@ mod handlers;
 mod listener;
 mod metrics;
 mod objects;
+mod patch;
 mod query;
 mod request;
 mod selectors;

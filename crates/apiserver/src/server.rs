@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use skiff_store::DynStore;
 use tokio::sync::watch;
 
@@ -199,11 +199,11 @@ fn non_resource(api: &Api, method: &Method, path: &str, query: &Query) -> Respon
             api.metrics.render(),
         )
             .into_response(),
-        "/openapi/v3" | "/openapi/v3/" => json_response(StatusCode::OK, &serde_json::json!({})),
+        "/openapi/v3" | "/openapi/v3/" => json_response(StatusCode::OK, &skiff_api::openapi::v3_index()),
         "/openapi/v2" | "/swagger-2.0.0.pb-v1" => openapi_v2(query),
         p if p.starts_with("/openapi/v3/") => {
             let gv = p.trim_start_matches("/openapi/v3/");
-            match Some::<std::sync::Arc<Vec<u8>>>(std::sync::Arc::new(gv.as_bytes().to_vec())) {
+            match skiff_api::openapi::v3_group_version(gv) {
                 Some(doc) => {
                     let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(doc.to_vec()))
                         .into_response();
@@ -222,52 +222,9 @@ fn non_resource(api: &Api, method: &Method, path: &str, query: &Query) -> Respon
 }
 
 fn openapi_v2(_query: &Query) -> Response {
-    let doc = std::sync::Arc::new(Vec::<u8>::new());
+    let doc = skiff_api::openapi::v2_protobuf();
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")], doc.to_vec())
         .into_response()
-}
-
-/// A FieldsV1 set of the fields an object sets: maps as `f:<name>`, lists
-/// and scalars as leaves. Server-managed metadata is not owned by anyone.
-pub fn fields_v1(obj: &Value, subresource: Option<&str>) -> Value {
-    fn walk(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut out = Map::new();
-                for (k, v) in m {
-                    out.insert(format!("f:{k}"), walk(v));
-                }
-                Value::Object(out)
-            }
-            _ => json!({}),
-        }
-    }
-    let mut out = Map::new();
-    let Some(m) = obj.as_object() else { return json!({}) };
-    for (k, v) in m {
-        match (k.as_str(), subresource) {
-            ("apiVersion" | "kind", _) => {}
-            ("status", Some("status")) => {
-                out.insert("f:status".into(), walk(v));
-            }
-            (_, Some("status")) | ("status", _) => {}
-            ("metadata", _) => {
-                let mut meta = Map::new();
-                for f in ["labels", "annotations", "finalizers", "ownerReferences"] {
-                    if let Some(x) = v.get(f) {
-                        meta.insert(format!("f:{f}"), walk(x));
-                    }
-                }
-                if !meta.is_empty() {
-                    out.insert("f:metadata".into(), Value::Object(meta));
-                }
-            }
-            _ => {
-                out.insert(format!("f:{k}"), walk(v));
-            }
-        }
-    }
-    Value::Object(out)
 }
 
 /// RFC 6902 JSON patch.

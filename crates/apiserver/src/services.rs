@@ -18,38 +18,6 @@ fn needs_cluster_ip(svc: &Value) -> bool {
     svc_type(svc) != "ExternalName"
 }
 
-/// Defaults Kubernetes applies to a Service (`-o yaml` shows them).
-pub fn default_service(svc: &mut Value) {
-    let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else { return };
-    spec.entry("type").or_insert(json!("ClusterIP"));
-    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
-    spec.entry("sessionAffinity").or_insert(json!("None"));
-    if ty != "ExternalName" {
-        spec.entry("internalTrafficPolicy").or_insert(json!("Cluster"));
-        spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
-        spec.entry("ipFamilyPolicy").or_insert(json!("SingleStack"));
-    }
-    if ty == "NodePort" || ty == "LoadBalancer" {
-        spec.entry("externalTrafficPolicy").or_insert(json!("Cluster"));
-    }
-    if ty == "LoadBalancer" {
-        spec.entry("allocateLoadBalancerNodePorts").or_insert(json!(true));
-    }
-    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
-            p.entry("protocol").or_insert(json!("TCP"));
-            if !p.contains_key("targetPort") {
-                if let Some(port) = p.get("port").cloned() {
-                    p.insert("targetPort".into(), port);
-                }
-            }
-        }
-    }
-    if let Some(status) = svc.as_object_mut() {
-        status.entry("status").or_insert(json!({"loadBalancer": {}}));
-    }
-}
-
 fn invalid(svc: &Value, field: String, value: String, detail: String) -> ApiError {
     let name = crate::objects::name_of(svc);
     let message = format!("Invalid value: {value}: {detail}");
