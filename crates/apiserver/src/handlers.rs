@@ -55,6 +55,8 @@ pub async fn handle(api: &Api, method: &Method, t: &Target, query: &Query, heade
         }
         (Method::GET, true, None | Some("status")) => get(api, t, headers, query).await,
         (Method::POST, false, None) => create(api, t, query, headers, body).await,
+        (Method::POST, true, Some("binding")) => bind(api, t, query, headers, body).await,
+        (Method::POST, true, Some("eviction")) => evict(api, t, query, body).await,
         (Method::PUT, true, Some("scale")) => update_scale(api, t, query, body).await,
         (Method::PUT, true, None | Some("status") | Some("finalize")) => update(api, t, query, headers, body).await,
         (Method::PATCH, true, _) => patch(api, t, query, headers, body).await,
@@ -1012,6 +1014,84 @@ async fn update_scale(api: &Api, t: &Target, query: &Query, body: Bytes) -> Resu
     let main = Target { subresource: None, ..t.clone() };
     let w = write_update(api, &main, &old, old_rev, new, Ownership::Update("kubectl-scale"), query.dry_run()?).await?;
     Ok(json_response(StatusCode::OK, &scale_of(t.rt, &w.obj)))
+}
+
+/// pods/binding: the scheduler assigns a pod to a node, once.
+async fn bind(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let binding = decode_body(headers, &body)?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            let name = require_name(t);
+            ApiError::invalid("Binding", "bindings", name, vec![Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value".into(),
+                field: "target.name".into(),
+            }])
+        })?
+        .to_string();
+    let name = require_name(t).to_string();
+    let main = Target { subresource: None, ..t.clone() };
+    let manager = field_manager(query, headers);
+    for _attempt in 0..5 {
+        let (old, old_rev) = load(api, &main).await?;
+        if old.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::conflict("pods", &name, "pod is being deleted, cannot be assigned to a host"));
+        }
+        if let Some(cur) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict("pods", &name, &format!("pod {name} is already assigned to node \"{cur}\"")));
+        }
+        let mut new = clear_rv(old.clone());
+        new["spec"]["nodeName"] = json!(node);
+        set_condition(&mut new, "PodScheduled", "True", None, None);
+        match write_update(api, &main, &old, old_rev, new, Ownership::Update(&manager), query.dry_run()?).await {
+            Ok(_) => return Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))),
+            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict("pods", &name, "the object keeps changing; try again"))
+}
+
+/// Set a status condition (replacing one of the same type).
+pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&str>, message: Option<&str>) {
+    let now = now_rfc3339();
+    let Some(o) = obj.as_object_mut() else { return };
+    let st = o.entry("status").or_insert_with(|| json!({}));
+    let conds = st.as_object_mut().map(|m| m.entry("conditions").or_insert_with(|| json!([])));
+    let Some(Value::Array(conds)) = conds else { return };
+    let mut c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        c["message"] = json!(m);
+    }
+    match conds.iter_mut().find(|x| x.get("type").and_then(Value::as_str) == Some(kind)) {
+        Some(existing) => {
+            if existing.get("status").and_then(Value::as_str) == Some(status) {
+                c["lastTransitionTime"] = existing.get("lastTransitionTime").cloned().unwrap_or(json!(now));
+            }
+            *existing = c;
+        }
+        None => conds.push(c),
+    }
+}
+
+/// pods/eviction: delete the pod as the eviction's DeleteOptions say
+/// (PodDisruptionBudgets are not served, so nothing blocks an eviction).
+async fn evict(api: &Api, t: &Target, query: &Query, body: Bytes) -> Result<Response, ApiError> {
+    let eviction: Value = if body.is_empty() { json!({}) } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding Eviction: {e}")))?
+    };
+    let opts_json = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
+    let opts_bytes = serde_json::to_vec(&opts_json).unwrap_or_default();
+    let opts = delete_options(query, &opts_bytes)?;
+    let main = Target { subresource: None, ..t.clone() };
+    delete_one(api, &main, &opts).await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
