@@ -70,9 +70,7 @@ struct KubeconfigArgs {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -99,9 +97,8 @@ fn parse_port_range(s: &str) -> Result<(u16, u16)> {
 }
 
 fn parse_service_cidr(s: &str) -> Result<ipnet::Ipv4Net> {
-    let net: ipnet::Ipv4Net = s
-        .parse()
-        .with_context(|| format!("--service-cidr {s:?}: expected an IPv4 CIDR such as 10.96.0.0/12"))?;
+    let net: ipnet::Ipv4Net =
+        s.parse().with_context(|| format!("--service-cidr {s:?}: expected an IPv4 CIDR such as 10.96.0.0/12"))?;
     if net.prefix_len() > 28 {
         bail!("--service-cidr {s:?}: the range is too small; use a prefix of /28 or shorter");
     }
@@ -193,8 +190,9 @@ fn run_server(args: ServerArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
         let db = args.data_dir.join("db");
-        let store = skiff_store::SledStore::open(skiff_store::SledOptions::new(db.clone()))
-            .with_context(|| format!("opening the store at {} (is another skiff server using this --data-dir?)", db.display()))?;
+        let store = skiff_store::SledStore::open(skiff_store::SledOptions::new(db.clone())).with_context(|| {
+            format!("opening the store at {} (is another skiff server using this --data-dir?)", db.display())
+        })?;
         let store: skiff_store::DynStore = store;
         let config = skiff_apiserver::Config {
             tls_dir: args.data_dir.join("tls"),
@@ -239,7 +237,11 @@ async fn wait_for_signal() {
 fn print_kubeconfig(args: KubeconfigArgs) -> Result<()> {
     let dir = args.data_dir.join("tls");
     if !dir.join("ca.crt").exists() {
-        bail!("{}: no cluster here yet; start `skiff server --data-dir {}` first", dir.display(), args.data_dir.display());
+        bail!(
+            "{}: no cluster here yet; start `skiff server --data-dir {}` first",
+            dir.display(),
+            args.data_dir.display()
+        );
     }
     let tls = skiff_apiserver::tls::ClusterTls::load(&dir)?;
     print!("{}", kubeconfig(&args.server, &tls));

@@ -13,8 +13,7 @@ use crate::request::Route;
 fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     for part in accept.split(',') {
-        let params: Vec<(&str, &str)> =
-            part.split(';').skip(1).filter_map(|p| p.trim().split_once('=')).collect();
+        let params: Vec<(&str, &str)> = part.split(';').skip(1).filter_map(|p| p.trim().split_once('=')).collect();
         let has = |k: &str, v: &str| params.iter().any(|(pk, pv)| *pk == k && *pv == v);
         if has("g", "apidiscovery.k8s.io") && has("as", "APIGroupDiscoveryList") {
             if has("v", "v2") {
@@ -67,11 +66,8 @@ fn group_item(group: &str) -> Value {
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(g, v)| {
-            let resources: Vec<Value> = catalogue::all()
-                .iter()
-                .filter(|r| r.group == g && r.version == v)
-                .map(resource_entry)
-                .collect();
+            let resources: Vec<Value> =
+                catalogue::all().iter().filter(|r| r.group == g && r.version == v).map(resource_entry).collect();
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
@@ -113,8 +109,7 @@ fn group_entry(group: &str) -> Value {
 }
 
 fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let rs: Vec<&ResourceType> =
-        catalogue::all().iter().filter(|r| r.group == group && r.version == version).collect();
+    let rs: Vec<&ResourceType> = catalogue::all().iter().filter(|r| r.group == group && r.version == version).collect();
     if rs.is_empty() {
         return None;
     }
@@ -208,7 +203,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json".parse().unwrap());
         assert_eq!(aggregated_version(&h), Some("v2"));
-        h.insert(header::ACCEPT, "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json".parse().unwrap());
+        h.insert(
+            header::ACCEPT,
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+                .parse()
+                .unwrap(),
+        );
         assert_eq!(aggregated_version(&h), Some("v2beta1"));
         h.insert(header::ACCEPT, "application/json, */*".parse().unwrap());
         assert_eq!(aggregated_version(&h), None);

@@ -20,25 +20,26 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub name: Option<String>,
-    pub group: Option<String>,
-    pub kind: Option<String>,
-    pub causes: Vec<Cause>,
-    pub retry_after: Option<u64>,
+    details: Box<Details>,
+}
+
+/// The `details` of a Status (boxed: errors travel through many `Result`s).
+#[derive(Debug, Clone, Default)]
+struct Details {
+    name: Option<String>,
+    group: Option<String>,
+    kind: Option<String>,
+    causes: Vec<Cause>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
-            retry_after: None,
-        }
+        ApiError { code, reason, message: message.into(), details: Box::default() }
+    }
+
+    pub fn causes(&self) -> &[Cause] {
+        &self.details.causes
     }
 
     fn about(mut self, qualified: &str, name: &str) -> Self {
@@ -46,10 +47,10 @@ impl ApiError {
             Some((k, g)) => (k.to_string(), Some(g.to_string())),
             None => (qualified.to_string(), None),
         };
-        self.kind = Some(kind);
-        self.group = group;
+        self.details.kind = Some(kind);
+        self.details.group = group;
         if !name.is_empty() {
-            self.name = Some(name.to_string());
+            self.details.name = Some(name.to_string());
         }
         self
     }
@@ -92,7 +93,7 @@ impl ApiError {
             .collect();
         let joined = if parts.len() == 1 { parts[0].clone() } else { format!("[{}]", parts.join(", ")) };
         let mut e = Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {joined}")).about(qualified, name);
-        e.causes = causes;
+        e.details.causes = causes;
         e
     }
 
@@ -116,7 +117,7 @@ impl ApiError {
     /// 409 for a server-side apply conflict.
     pub fn apply_conflict(qualified: &str, name: &str, message: String, causes: Vec<Cause>) -> Self {
         let mut e = Self::new(409, "Conflict", message).about(qualified, name);
-        e.causes = causes;
+        e.details.causes = causes;
         e
     }
 
@@ -146,7 +147,7 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = Self::new(503, "ServiceUnavailable", message);
-        e.retry_after = Some(1);
+        e.details.retry_after = Some(1);
         e
     }
 
@@ -167,24 +168,22 @@ impl ApiError {
     /// The `Status` object for this error.
     pub fn status(&self) -> Value {
         let mut details = serde_json::Map::new();
-        if let Some(n) = &self.name {
+        let d = &self.details;
+        if let Some(n) = &d.name {
             details.insert("name".into(), json!(n));
         }
-        if let Some(g) = &self.group {
+        if let Some(g) = &d.group {
             details.insert("group".into(), json!(g));
         }
-        if let Some(k) = &self.kind {
+        if let Some(k) = &d.kind {
             details.insert("kind".into(), json!(k));
         }
-        if !self.causes.is_empty() {
-            let causes: Vec<Value> = self
-                .causes
-                .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-                .collect();
+        if !d.causes.is_empty() {
+            let causes: Vec<Value> =
+                d.causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(r) = self.retry_after {
+        if let Some(r) = d.retry_after {
             details.insert("retryAfterSeconds".into(), json!(r));
         }
         let mut status = json!({
@@ -214,7 +213,7 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.status().to_string();
         let mut resp = (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
-        if let Some(r) = self.retry_after {
+        if let Some(r) = self.details.retry_after {
             if let Ok(v) = axum::http::HeaderValue::from_str(&r.to_string()) {
                 resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
             }
@@ -239,7 +238,8 @@ mod tests {
 
     #[test]
     fn invalid_joins_causes_like_kubernetes() {
-        let c = |f: &str| Cause { reason: "FieldValueInvalid".into(), message: "Invalid value: 1".into(), field: f.into() };
+        let c =
+            |f: &str| Cause { reason: "FieldValueInvalid".into(), message: "Invalid value: 1".into(), field: f.into() };
         let one = ApiError::invalid("Service", "services", "s", vec![c("spec.a")]);
         assert_eq!(one.message, "Service \"s\" is invalid: spec.a: Invalid value: 1");
         let two = ApiError::invalid("Service", "services", "s", vec![c("spec.a"), c("spec.b")]);

@@ -41,7 +41,14 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
 }
 
 /// Route a resource request to its verb.
-pub async fn handle(api: &Api, method: &Method, t: &Target, query: &Query, headers: &HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    api: &Api,
+    method: &Method,
+    t: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = match (method.clone(), t.name.is_some(), t.subresource.as_deref()) {
         (Method::GET, false, None) if query.flag("watch") => crate::watch::watch(api, t, query, headers).await,
         (Method::GET, false, None) => list(api, t, query, headers).await,
@@ -62,7 +69,7 @@ pub async fn handle(api: &Api, method: &Method, t: &Target, query: &Query, heade
         (Method::PATCH, true, _) => patch(api, t, query, headers, body).await,
         (Method::DELETE, true, None) => delete(api, t, query, body).await,
         (Method::DELETE, false, None) => delete_collection(api, t, query, body).await,
-        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource"))),
+        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -83,7 +90,8 @@ pub async fn load(api: &Api, t: &Target) -> Result<(Value, u64), ApiError> {
         .await
         .map_err(|e| ApiError::from_store(e, &t.rt.qualified_plural(), name))?
         .ok_or_else(|| ApiError::not_found(&t.rt.qualified_plural(), name))?;
-    let obj = objects::decode_kv(&kv).ok_or_else(|| ApiError::internal(format!("stored object {} is not JSON", kv.key)))?;
+    let obj =
+        objects::decode_kv(&kv).ok_or_else(|| ApiError::internal(format!("stored object {} is not JSON", kv.key)))?;
     Ok((obj, kv.mod_revision))
 }
 
@@ -94,7 +102,10 @@ async fn get(api: &Api, t: &Target, headers: &HeaderMap, query: &Query) -> Resul
         Output::Table => {
             let include = IncludeObject::parse(query.get("includeObject"));
             let row = table::row(t.rt, &obj, include, chrono::Utc::now());
-            Ok(json_response(StatusCode::OK, &table::table(t.rt, vec![row], json!({"resourceVersion": rev.to_string()}), true)))
+            Ok(json_response(
+                StatusCode::OK,
+                &table::table(t.rt, vec![row], json!({"resourceVersion": rev.to_string()}), true),
+            ))
         }
     }
 }
@@ -178,7 +189,11 @@ async fn list(api: &Api, t: &Target, query: &Query, headers: &HeaderMap) -> Resu
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ContinueToken>(&b).ok())
                 .filter(|tok| tok.start.starts_with(&prefix))
-                .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+                    )
+                })?;
             Some(raw.start)
         }
     };
@@ -199,7 +214,9 @@ async fn list(api: &Api, t: &Target, query: &Query, headers: &HeaderMap) -> Resu
         items.extend(page.items.iter().map(|kv| (kv, None)));
     } else {
         for kv in &page.items {
-            let Some(obj) = objects::decode_kv(kv) else { continue };
+            let Some(obj) = objects::decode_kv(kv) else {
+                continue;
+            };
             if filters.is_empty() || filters.matches(&obj) {
                 if limit > 0 && items.len() == limit {
                     more_after = items.last().map(|(k, _)| k.key.clone());
@@ -252,7 +269,8 @@ async fn list(api: &Api, t: &Target, query: &Query, headers: &HeaderMap) -> Resu
         Output::Table => {
             let include = IncludeObject::parse(query.get("includeObject"));
             let now = chrono::Utc::now();
-            let rows = items.iter().filter_map(|(_, v)| v.as_ref()).map(|o| table::row(t.rt, o, include, now)).collect();
+            let rows =
+                items.iter().filter_map(|(_, v)| v.as_ref()).map(|o| table::row(t.rt, o, include, now)).collect();
             Ok(json_response(StatusCode::OK, &table::table(t.rt, rows, Value::Object(list_meta), true)))
         }
     }
@@ -317,7 +335,7 @@ pub fn check_body(rt: &ResourceType, mut obj: Value, fv: FieldValidation) -> Res
     }
     let prefix = format!("{} in version \"{}\" cannot be handled as a {}", rt.kind, rt.version, rt.kind);
     let outcome = skiff_api::schema::check(rt, &obj);
-    if let Some(first) = outcome.decode_errors.first() {
+    if let Some(first) = outcome.decode_error() {
         return Err(ApiError::bad_request(format!("{prefix}: {first}")));
     }
     let mut warnings = Vec::new();
@@ -326,7 +344,10 @@ pub fn check_body(rt: &ResourceType, mut obj: Value, fv: FieldValidation) -> Res
         match fv {
             FieldValidation::Strict => {
                 let hint = old_field_hint(rt, &outcome.unknown_fields);
-                return Err(ApiError::bad_request(format!("{prefix}: strict decoding error: {}{hint}", listed.join(", "))));
+                return Err(ApiError::bad_request(format!(
+                    "{prefix}: strict decoding error: {}{hint}",
+                    listed.join(", ")
+                )));
             }
             FieldValidation::Warn => warnings = listed,
             FieldValidation::Ignore => {}
@@ -526,7 +547,13 @@ async fn create(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body:
 
 /// Create a checked object: server metadata, defaults, validation,
 /// namespace checks, allocations, and the durable write.
-pub async fn create_object(api: &Api, t: &Target, mut obj: Value, own: Ownership<'_>, dry_run: bool) -> Result<Value, ApiError> {
+pub async fn create_object(
+    api: &Api,
+    t: &Target,
+    mut obj: Value,
+    own: Ownership<'_>,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
     let rt = t.rt;
     // namespace: from the URL, which the body must agree with
     if rt.namespaced {
@@ -582,7 +609,8 @@ pub async fn create_object(api: &Api, t: &Target, mut obj: Value, own: Ownership
     }
     record_ownership(rt, None, &mut obj, own, None);
     let key = objects::key(rt, meta_str(&obj, "namespace"), &name);
-    let taken = if rt.kind == "Service" { services::allocate(&api.alloc, &key, &mut obj, None).await? } else { Vec::new() };
+    let taken =
+        if rt.kind == "Service" { services::allocate(&api.alloc, &key, &mut obj, None).await? } else { Vec::new() };
     let mut obj = objects::normalize(rt, obj);
     if dry_run {
         services::release_all(&api.alloc, &key, &taken).await;
@@ -892,8 +920,9 @@ async fn server_side_apply(api: &Api, t: &Target, query: &Query, body: &[u8]) ->
             Err(e) if e.code == 404 => None,
             Err(e) => return Err(e),
         };
-        let merged = crate::patch::apply::apply(live.as_ref().map(|(o, _)| o), &config, def, &manager, &api_version, force)
-            .map_err(|conflicts| apply_conflict(t, &name, &conflicts))?;
+        let merged =
+            crate::patch::apply::apply(live.as_ref().map(|(o, _)| o), &config, def, &manager, &api_version, force)
+                .map_err(|conflicts| apply_conflict(t, &name, &conflicts))?;
         let result = match &live {
             None => {
                 let main = Target { subresource: None, name: None, ..t.clone() };
@@ -903,9 +932,11 @@ async fn server_side_apply(api: &Api, t: &Target, query: &Query, body: &[u8]) ->
                 }
                 create_object(api, &main, fresh, Ownership::Precomputed, dry_run).await.map(|o| (o, true))
             }
-            Some((old, old_rev)) => write_update(api, t, old, *old_rev, clear_rv(merged), Ownership::Precomputed, dry_run)
-                .await
-                .map(|w| (w.obj, false)),
+            Some((old, old_rev)) => {
+                write_update(api, t, old, *old_rev, clear_rv(merged), Ownership::Precomputed, dry_run)
+                    .await
+                    .map(|w| (w.obj, false))
+            }
         };
         match result {
             Ok((obj, created)) => {
@@ -913,7 +944,7 @@ async fn server_side_apply(api: &Api, t: &Target, query: &Query, body: &[u8]) ->
                 return Ok(with_warnings(json_response(code, &obj), &warnings));
             }
             Err(e) if e.code == 409 && e.reason != "Conflict" && live.is_none() => continue,
-            Err(e) if e.reason == "Conflict" && e.causes.is_empty() => continue,
+            Err(e) if e.reason == "Conflict" && e.causes().is_empty() => continue,
             Err(e) => return Err(e),
         }
     }
@@ -998,7 +1029,8 @@ async fn get_scale(api: &Api, t: &Target) -> Result<Response, ApiError> {
 }
 
 async fn update_scale(api: &Api, t: &Target, query: &Query, body: Bytes) -> Result<Response, ApiError> {
-    let scale: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding Scale: {e}")))?;
+    let scale: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding Scale: {e}")))?;
     let replicas = scale
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
@@ -1025,11 +1057,16 @@ async fn bind(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: B
         .filter(|n| !n.is_empty())
         .ok_or_else(|| {
             let name = require_name(t);
-            ApiError::invalid("Binding", "bindings", name, vec![Cause {
-                reason: "FieldValueRequired".into(),
-                message: "Required value".into(),
-                field: "target.name".into(),
-            }])
+            ApiError::invalid(
+                "Binding",
+                "bindings",
+                name,
+                vec![Cause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value".into(),
+                    field: "target.name".into(),
+                }],
+            )
         })?
         .to_string();
     let name = require_name(t).to_string();
@@ -1041,13 +1078,22 @@ async fn bind(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: B
             return Err(ApiError::conflict("pods", &name, "pod is being deleted, cannot be assigned to a host"));
         }
         if let Some(cur) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            return Err(ApiError::conflict("pods", &name, &format!("pod {name} is already assigned to node \"{cur}\"")));
+            return Err(ApiError::conflict(
+                "pods",
+                &name,
+                &format!("pod {name} is already assigned to node \"{cur}\""),
+            ));
         }
         let mut new = clear_rv(old.clone());
         new["spec"]["nodeName"] = json!(node);
         set_condition(&mut new, "PodScheduled", "True", None, None);
         match write_update(api, &main, &old, old_rev, new, Ownership::Update(&manager), query.dry_run()?).await {
-            Ok(_) => return Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))),
+            Ok(_) => {
+                return Ok(json_response(
+                    StatusCode::CREATED,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ))
+            }
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
         }
@@ -1061,7 +1107,9 @@ pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&
     let Some(o) = obj.as_object_mut() else { return };
     let st = o.entry("status").or_insert_with(|| json!({}));
     let conds = st.as_object_mut().map(|m| m.entry("conditions").or_insert_with(|| json!([])));
-    let Some(Value::Array(conds)) = conds else { return };
+    let Some(Value::Array(conds)) = conds else {
+        return;
+    };
     let mut c = json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
     if let Some(r) = reason {
         c["reason"] = json!(r);
@@ -1083,7 +1131,9 @@ pub fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: Option<&
 /// pods/eviction: delete the pod as the eviction's DeleteOptions say
 /// (PodDisruptionBudgets are not served, so nothing blocks an eviction).
 async fn evict(api: &Api, t: &Target, query: &Query, body: Bytes) -> Result<Response, ApiError> {
-    let eviction: Value = if body.is_empty() { json!({}) } else {
+    let eviction: Value = if body.is_empty() {
+        json!({})
+    } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding Eviction: {e}")))?
     };
     let opts_json = eviction.get("deleteOptions").cloned().unwrap_or(json!({}));
@@ -1091,7 +1141,10 @@ async fn evict(api: &Api, t: &Target, query: &Query, body: Bytes) -> Result<Resp
     let opts = delete_options(query, &opts_bytes)?;
     let main = Target { subresource: None, ..t.clone() };
     delete_one(api, &main, &opts).await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -1152,11 +1205,15 @@ async fn delete_one(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value
         let (old, old_rev) = load(api, t).await?;
         if let Some(p) = &opts.preconditions {
             if p.uid.as_deref().is_some_and(|u| Some(u) != meta_str(&old, "uid")) {
-                return Err(ApiError::conflict(&rt.qualified_plural(), &name, &format!(
-                    "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                    p.uid.as_deref().unwrap_or(""),
-                    meta_str(&old, "uid").unwrap_or("")
-                )));
+                return Err(ApiError::conflict(
+                    &rt.qualified_plural(),
+                    &name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                        p.uid.as_deref().unwrap_or(""),
+                        meta_str(&old, "uid").unwrap_or("")
+                    ),
+                ));
             }
             if p.resource_version.as_deref().is_some_and(|rv| rv != old_rev.to_string()) {
                 return Err(ApiError::conflict(&rt.qualified_plural(), &name, &format!(
@@ -1219,7 +1276,9 @@ async fn delete_one(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value
                 Err(e) => return Err(ApiError::from_store(e, &rt.qualified_plural(), &name)),
             }
         }
-        if already_terminating && finalizers == old.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default() {
+        if already_terminating
+            && finalizers == old.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default()
+        {
             // shortening the grace period of a terminating pod is allowed
             match (grace, old.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64)) {
                 (Some(g), Some(cur)) if g < cur => {}
@@ -1253,9 +1312,8 @@ fn graceful_period(rt: &ResourceType, obj: &Value, requested: Option<i64>) -> Op
     if node.is_empty() || matches!(phase, "Succeeded" | "Failed") {
         return None;
     }
-    let grace = requested
-        .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
-        .unwrap_or(30);
+    let grace =
+        requested.or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30);
     if grace <= 0 {
         None
     } else {
@@ -1263,7 +1321,14 @@ fn graceful_period(rt: &ResourceType, obj: &Value, requested: Option<i64>) -> Op
     }
 }
 
-async fn finish_mark(api: &Api, t: &Target, old: &Value, old_rev: u64, new: Value, dry_run: bool) -> Result<Value, ApiError> {
+async fn finish_mark(
+    api: &Api,
+    t: &Target,
+    old: &Value,
+    old_rev: u64,
+    new: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
     if dry_run {
         return Ok(new);
     }
@@ -1282,10 +1347,13 @@ async fn delete_collection(api: &Api, t: &Target, query: &Query, body: Bytes) ->
     let opts = delete_options(query, &body)?;
     let filters = Filters::parse(t.rt, query)?;
     let prefix = objects::prefix(t.rt, t.namespace.as_deref());
-    let page = api.store.list(&prefix, None, 0).await.map_err(|e| ApiError::from_store(e, &t.rt.qualified_plural(), ""))?;
+    let page =
+        api.store.list(&prefix, None, 0).await.map_err(|e| ApiError::from_store(e, &t.rt.qualified_plural(), ""))?;
     let mut deleted = Vec::new();
     for kv in &page.items {
-        let Some(obj) = objects::decode_kv(kv) else { continue };
+        let Some(obj) = objects::decode_kv(kv) else {
+            continue;
+        };
         if !filters.matches(&obj) {
             continue;
         }

@@ -17,7 +17,9 @@ pub fn key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> String {
 /// The key prefix of a collection: every namespace when `namespace` is `None`.
 pub fn prefix(rt: &ResourceType, namespace: Option<&str>) -> String {
     match namespace {
-        Some(ns) if rt.namespaced => format!("/registry/{}/{}/{}/", rt.storage_group(), rt.plural, ns),
+        Some(ns) if rt.namespaced => {
+            format!("/registry/{}/{}/{}/", rt.storage_group(), rt.plural, ns)
+        }
         _ => format!("/registry/{}/{}/", rt.storage_group(), rt.plural),
     }
 }
@@ -89,7 +91,9 @@ pub fn name_of(obj: &Value) -> &str {
 /// Put `apiVersion`, `kind` and `metadata` first, in that order, so stored
 /// bytes have the shape `write_with_rv` relies on.
 pub fn normalize(rt: &ResourceType, obj: Value) -> Value {
-    let Value::Object(mut m) = obj else { return obj };
+    let Value::Object(mut m) = obj else {
+        return obj;
+    };
     let mut out = Map::new();
     out.insert("apiVersion".into(), Value::String(rt.api_version()));
     out.insert("kind".into(), Value::String(rt.kind.to_string()));

@@ -42,9 +42,7 @@ impl Query {
         let values = self.get_all("dryRun");
         for v in &values {
             if *v != "All" {
-                return Err(ApiError::bad_request(format!(
-                    "Invalid dryRun value: {v:?}: supported values: \"All\""
-                )));
+                return Err(ApiError::bad_request(format!("Invalid dryRun value: {v:?}: supported values: \"All\"")));
             }
         }
         Ok(!values.is_empty())
@@ -124,7 +122,10 @@ mod tests {
         assert_eq!(out(kubectl).unwrap(), Output::Table);
         assert_eq!(out("application/json").unwrap(), Output::Json);
         assert_eq!(out("application/vnd.kubernetes.protobuf,application/json").unwrap(), Output::Json);
-        assert_eq!(out("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json").unwrap(), Output::Json);
+        assert_eq!(
+            out("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json").unwrap(),
+            Output::Json
+        );
         assert!(out("application/vnd.kubernetes.protobuf").is_err());
     }
 

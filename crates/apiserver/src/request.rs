@@ -37,7 +37,9 @@ pub fn parse(path: &str) -> Result<Option<Parsed>, ApiError> {
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api"] => return Ok(Some(Parsed::Other(Route::CoreGroups))),
         ["apis"] => return Ok(Some(Parsed::Other(Route::Groups))),
-        ["api", v] => return Ok(Some(Parsed::Other(Route::ResourceList { group: String::new(), version: v.to_string() }))),
+        ["api", v] => {
+            return Ok(Some(Parsed::Other(Route::ResourceList { group: String::new(), version: v.to_string() })))
+        }
         ["apis", g] => return Ok(Some(Parsed::Other(Route::Group(g.to_string())))),
         ["apis", g, v] => {
             return Ok(Some(Parsed::Other(Route::ResourceList { group: g.to_string(), version: v.to_string() })))
@@ -108,7 +110,10 @@ mod tests {
         assert!(parse("/api/v1/namespaces/default/widgets").is_err());
         assert!(parse("/api/v1/namespaces/default/pods/web/frobnicate").is_err());
         let t = target("/api/v1/namespaces/kube-system/status");
-        assert_eq!((t.rt.plural, t.name.as_deref(), t.subresource.as_deref()), ("namespaces", Some("kube-system"), Some("status")));
+        assert_eq!(
+            (t.rt.plural, t.name.as_deref(), t.subresource.as_deref()),
+            ("namespaces", Some("kube-system"), Some("status"))
+        );
         assert!(parse("/healthz").unwrap().is_none());
     }
 }

@@ -225,12 +225,7 @@ fn parse_requirement(toks: &[Token], p: &mut usize) -> Result<Requirement, Strin
         Some(Token::Lt) => Op::Lt,
         Some(Token::Ident(w)) if w == "in" => Op::In,
         Some(Token::Ident(w)) if w == "notin" => Op::NotIn,
-        other => {
-            return Err(unable(format!(
-                "found '{}', expected: in, notin, =, ==, !=, gt, lt",
-                describe(other)
-            )))
-        }
+        other => return Err(unable(format!("found '{}', expected: in, notin, =, ==, !=, gt, lt", describe(other)))),
     };
     *p += 1;
     let mut values = BTreeSet::new();

@@ -152,11 +152,8 @@ async fn dispatch(State(api): State<SharedApi>, req: Request) -> Response {
 }
 
 async fn read_body(req: Request) -> Result<bytes::Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY) {
         return Err(ApiError::too_large());
     }
@@ -205,8 +202,9 @@ fn non_resource(api: &Api, method: &Method, path: &str, query: &Query) -> Respon
             let gv = p.trim_start_matches("/openapi/v3/");
             match skiff_api::openapi::v3_group_version(gv) {
                 Some(doc) => {
-                    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(doc.to_vec()))
-                        .into_response();
+                    let mut resp =
+                        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(doc.to_vec()))
+                            .into_response();
                     if query.get("hash").is_some() {
                         let h = resp.headers_mut();
                         h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("public, immutable"));
@@ -223,7 +221,7 @@ fn non_resource(api: &Api, method: &Method, path: &str, query: &Query) -> Respon
 
 fn openapi_v2(_query: &Query) -> Response {
     let doc = skiff_api::openapi::v2_protobuf();
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")], doc.to_vec())
+    (StatusCode::OK, [(header::CONTENT_TYPE, skiff_api::openapi::V2_PROTOBUF_CONTENT_TYPE)], doc.to_vec())
         .into_response()
 }
 
@@ -232,7 +230,8 @@ pub fn json_patch(doc: &Value, body: &[u8]) -> Result<Value, ApiError> {
     let p: json_patch::Patch =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut out = doc.clone();
-    json_patch::patch(&mut out, &p)
-        .map_err(|e| ApiError::unprocessable(format!("the server rejected our request due to an error in our request: {e}")))?;
+    json_patch::patch(&mut out, &p).map_err(|e| {
+        ApiError::unprocessable(format!("the server rejected our request due to an error in our request: {e}"))
+    })?;
     Ok(out)
 }

@@ -75,7 +75,9 @@ async fn allocate_inner(
             alloc.reserve_ip(&requested, owner).await.map_err(|e| {
                 let v = format!("[]string{{\"{requested}\"}}");
                 let detail = match e {
-                    AllocError::IpTaken | AllocError::IpOutOfRange { .. } => format!("failed to allocate IP {requested}: {e}"),
+                    AllocError::IpTaken | AllocError::IpOutOfRange { .. } => {
+                        format!("failed to allocate IP {requested}: {e}")
+                    }
                     e => e.to_string(),
                 };
                 invalid(svc, "spec.clusterIPs".into(), v, detail)
@@ -113,12 +115,9 @@ async fn allocate_inner(
             } else if requested == kept {
                 requested
             } else {
-                alloc
-                    .reserve_port(requested, owner)
-                    .await
-                    .map_err(|e| {
-                        invalid(svc, format!("spec.ports[{i}].nodePort"), requested.to_string(), e.to_string())
-                    })?;
+                alloc.reserve_port(requested, owner).await.map_err(|e| {
+                    invalid(svc, format!("spec.ports[{i}].nodePort"), requested.to_string(), e.to_string())
+                })?;
                 taken.push(Allocation::Port(requested));
                 requested
             };

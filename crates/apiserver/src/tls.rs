@@ -72,13 +72,8 @@ fn gen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> TlsError {
 /// Write a file readable only by its owner.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
+    let mut f =
+        fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
     f.write_all(contents).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))

@@ -122,9 +122,7 @@ pub async fn watch(api: &Api, t: &Target, query: &Query, headers: &HeaderMap) ->
         }
         (lines, page.revision)
     } else {
-        let start: u64 = rv
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?;
+        let start: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?;
         (Vec::new(), start)
     };
     let stream = match api.store.watch(&prefix, start).await {

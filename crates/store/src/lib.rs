@@ -70,17 +70,10 @@ pub enum StoreError {
     NotFound(String),
     /// Compare-and-swap failed: the key's mod revision is not the expected one.
     #[error("key {key:?} was modified: expected revision {expected}, found {actual}")]
-    Conflict {
-        key: String,
-        expected: Revision,
-        actual: Revision,
-    },
+    Conflict { key: String, expected: Revision, actual: Revision },
     /// A watch or read asked for a revision older than the retained window.
     #[error("too old resource version: {requested} ({oldest})")]
-    Expired {
-        requested: Revision,
-        oldest: Revision,
-    },
+    Expired { requested: Revision, oldest: Revision },
     #[error("store is closed")]
     Closed,
     #[error("store backend: {0}")]
@@ -104,12 +97,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Keys under `prefix` in key order, strictly after `start_after` when
     /// given, at most `limit` items when `limit > 0`.
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<ListResult>;
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListResult>;
 
     /// Count the keys under `prefix`.
     async fn count(&self, prefix: &str) -> Result<usize>;
@@ -119,8 +107,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replace `key` if its mod revision is `expected` (any when `None`).
     /// Fails with `NotFound` or `Conflict`. Returns the new revision.
-    async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>)
-        -> Result<Revision>;
+    async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> Result<Revision>;
 
     /// Delete `key` if its mod revision is `expected` (any when `None`).
     /// Returns the revision of the delete and the value that was deleted.

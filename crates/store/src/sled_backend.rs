@@ -24,9 +24,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::window::Window;
-use crate::{
-    Event, EventKind, KeyValue, ListResult, Result, Revision, Store, StoreError, WatchStream,
-};
+use crate::{Event, EventKind, KeyValue, ListResult, Result, Revision, Store, StoreError, WatchStream};
 
 /// The sled tree holding the store.
 const TREE: &str = "skiff-kv";
@@ -56,11 +54,7 @@ impl SledOptions {
 
     /// Options with the defaults: a window of 100 000 events, durable writes.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SledOptions {
-            path: path.into(),
-            window: Self::DEFAULT_WINDOW,
-            flush: true,
-        }
+        SledOptions { path: path.into(), window: Self::DEFAULT_WINDOW, flush: true }
     }
 }
 
@@ -102,19 +96,9 @@ struct Stats {
 }
 
 enum Op {
-    Create {
-        key: String,
-        value: Bytes,
-    },
-    Update {
-        key: String,
-        value: Bytes,
-        expected: Option<Revision>,
-    },
-    Delete {
-        key: String,
-        expected: Option<Revision>,
-    },
+    Create { key: String, value: Bytes },
+    Update { key: String, value: Bytes, expected: Option<Revision> },
+    Delete { key: String, expected: Option<Revision> },
 }
 
 /// What a write did: its revision and the value it replaced.
@@ -147,10 +131,7 @@ impl SledStore {
     /// Open (or create) the store at `options.path` and start its writer.
     pub fn open(options: SledOptions) -> Result<Arc<SledStore>> {
         let path = options.path.clone();
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| backend(&path, e))?;
+        let db = sled::Config::new().path(&path).open().map_err(|e| backend(&path, e))?;
         let tree = db.open_tree(TREE).map_err(|e| backend(&path, e))?;
         let index = load(&tree, &path)?;
         tracing::debug!(path = %path.display(), revision = index.revision, keys = index.keys.len(), "opened store");
@@ -216,8 +197,7 @@ impl SledStore {
         {
             let tx = lock(&self.tx);
             let tx = tx.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(Request { op, reply })
-                .map_err(|_| StoreError::Closed)?;
+            tx.send(Request { op, reply }).map_err(|_| StoreError::Closed)?;
         }
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -239,12 +219,7 @@ impl Store for SledStore {
         Ok(read(&self.index).keys.get(key).cloned())
     }
 
-    async fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<ListResult> {
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
         let index = read(&self.index);
         let lower = match start_after {
             Some(after) if after >= prefix => Bound::Excluded(after),
@@ -264,11 +239,7 @@ impl Store for SledStore {
             }
             items.push(kv.clone());
         }
-        Ok(ListResult {
-            items,
-            revision: index.revision,
-            more_after,
-        })
+        Ok(ListResult { items, revision: index.revision, more_after })
     }
 
     async fn count(&self, prefix: &str) -> Result<usize> {
@@ -282,37 +253,21 @@ impl Store for SledStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision> {
-        let op = Op::Create {
-            key: key.to_owned(),
-            value,
-        };
+        let op = Op::Create { key: key.to_owned(), value };
         Ok(self.submit(op).await?.revision)
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected: Option<Revision>,
-    ) -> Result<Revision> {
-        let op = Op::Update {
-            key: key.to_owned(),
-            value,
-            expected,
-        };
+    async fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> Result<Revision> {
+        let op = Op::Update { key: key.to_owned(), value, expected };
         Ok(self.submit(op).await?.revision)
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(Revision, KeyValue)> {
-        let op = Op::Delete {
-            key: key.to_owned(),
-            expected,
-        };
+        let op = Op::Delete { key: key.to_owned(), expected };
         let applied = self.submit(op).await?;
         // The writer always reports the deleted value for a delete.
-        let prev = applied.prev.ok_or_else(|| {
-            StoreError::Backend(format!("delete of {key:?} reported no previous value"))
-        })?;
+        let prev =
+            applied.prev.ok_or_else(|| StoreError::Backend(format!("delete of {key:?} reported no previous value")))?;
         Ok((applied.revision, prev))
     }
 
@@ -336,15 +291,11 @@ fn load(tree: &sled::Tree, path: &Path) -> Result<Index> {
         let (raw_key, raw_value) = item.map_err(|e| backend(path, e))?;
         let key = String::from_utf8(raw_key[1..].to_vec())
             .map_err(|_| backend(path, format!("key {:?} is not utf-8", &raw_key[1..])))?;
-        let kv = decode(key, &raw_value)
-            .map_err(|key| backend(path, format!("corrupt record for key {key:?}")))?;
+        let kv = decode(key, &raw_value).map_err(|key| backend(path, format!("corrupt record for key {key:?}")))?;
         if kv.mod_revision > revision {
             return Err(backend(
                 path,
-                format!(
-                    "key {:?} has revision {} beyond the store revision {revision}",
-                    kv.key, kv.mod_revision
-                ),
+                format!("key {:?} has revision {} beyond the store revision {revision}", kv.key, kv.mod_revision),
             ));
         }
         keys.insert(kv.key.clone(), kv);
@@ -373,19 +324,12 @@ fn decode_u64(raw: &[u8]) -> Option<u64> {
 
 /// Decode a stored value; on corruption, give the key back for the message.
 fn decode(key: String, raw: &[u8]) -> std::result::Result<KeyValue, String> {
-    let (Some(create_revision), Some(mod_revision), Some(value)) = (
-        decode_u64(raw),
-        raw.get(8..).and_then(decode_u64),
-        raw.get(HEADER_LEN..),
-    ) else {
+    let (Some(create_revision), Some(mod_revision), Some(value)) =
+        (decode_u64(raw), raw.get(8..).and_then(decode_u64), raw.get(HEADER_LEN..))
+    else {
         return Err(key);
     };
-    Ok(KeyValue {
-        key,
-        value: Bytes::copy_from_slice(value),
-        create_revision,
-        mod_revision,
-    })
+    Ok(KeyValue { key, value: Bytes::copy_from_slice(value), create_revision, mod_revision })
 }
 
 /// A checked write, with its revision assigned.
@@ -400,11 +344,7 @@ struct Change {
 impl Change {
     fn event(&self) -> Event {
         Event {
-            kind: if self.new.is_some() {
-                EventKind::Put
-            } else {
-                EventKind::Delete
-            },
+            kind: if self.new.is_some() { EventKind::Put } else { EventKind::Delete },
             revision: self.revision,
             key: self.key.clone(),
             value: self.new.as_ref().map(|kv| kv.value.clone()),
@@ -466,10 +406,7 @@ impl Writer {
         let started = Instant::now();
         let size = requests.len();
         let checked = self.check(requests);
-        let changes: Vec<&Change> = checked
-            .iter()
-            .filter_map(|(_, c)| c.as_ref().ok())
-            .collect();
+        let changes: Vec<&Change> = checked.iter().filter_map(|(_, c)| c.as_ref().ok()).collect();
         if let Some(last) = changes.last() {
             let revision = last.revision;
             if let Err(e) = self.persist(&changes, revision) {
@@ -483,9 +420,7 @@ impl Writer {
             }
             self.apply(&changes, revision);
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .writes
-                .fetch_add(changes.len() as u64, Ordering::Relaxed);
+            self.stats.writes.fetch_add(changes.len() as u64, Ordering::Relaxed);
         }
         tracing::debug!(
             requests = size,
@@ -495,10 +430,7 @@ impl Writer {
         );
         for (reply, change) in checked {
             // A caller that gave up waiting is no reason to stop.
-            let _ = reply.send(change.map(|c| Applied {
-                revision: c.revision,
-                prev: c.prev,
-            }));
+            let _ = reply.send(change.map(|c| Applied { revision: c.revision, prev: c.prev }));
         }
     }
 
@@ -556,8 +488,7 @@ impl Writer {
             }
             index.revision = revision;
         }
-        self.window
-            .publish(changes.iter().map(|c| Arc::new(c.event())));
+        self.window.publish(changes.iter().map(|c| Arc::new(c.event())));
     }
 }
 
@@ -568,46 +499,18 @@ fn check_op(op: Op, current: Option<KeyValue>, revision: Revision) -> Result<Cha
             if current.is_some() {
                 return Err(StoreError::AlreadyExists(key));
             }
-            let new = KeyValue {
-                key: key.clone(),
-                value,
-                create_revision: revision,
-                mod_revision: revision,
-            };
-            Ok(Change {
-                key,
-                revision,
-                new: Some(new),
-                prev: None,
-            })
+            let new = KeyValue { key: key.clone(), value, create_revision: revision, mod_revision: revision };
+            Ok(Change { key, revision, new: Some(new), prev: None })
         }
-        Op::Update {
-            key,
-            value,
-            expected,
-        } => {
+        Op::Update { key, value, expected } => {
             let prev = expect(&key, current, expected)?;
-            let new = KeyValue {
-                key: key.clone(),
-                value,
-                create_revision: prev.create_revision,
-                mod_revision: revision,
-            };
-            Ok(Change {
-                key,
-                revision,
-                new: Some(new),
-                prev: Some(prev),
-            })
+            let new =
+                KeyValue { key: key.clone(), value, create_revision: prev.create_revision, mod_revision: revision };
+            Ok(Change { key, revision, new: Some(new), prev: Some(prev) })
         }
         Op::Delete { key, expected } => {
             let prev = expect(&key, current, expected)?;
-            Ok(Change {
-                key,
-                revision,
-                new: None,
-                prev: Some(prev),
-            })
+            Ok(Change { key, revision, new: None, prev: Some(prev) })
         }
     }
 }
@@ -616,11 +519,9 @@ fn check_op(op: Op, current: Option<KeyValue>, revision: Revision) -> Result<Cha
 fn expect(key: &str, current: Option<KeyValue>, expected: Option<Revision>) -> Result<KeyValue> {
     let current = current.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
     match expected {
-        Some(expected) if expected != current.mod_revision => Err(StoreError::Conflict {
-            key: key.to_owned(),
-            expected,
-            actual: current.mod_revision,
-        }),
+        Some(expected) if expected != current.mod_revision => {
+            Err(StoreError::Conflict { key: key.to_owned(), expected, actual: current.mod_revision })
+        }
         _ => Ok(current),
     }
 }
@@ -631,12 +532,8 @@ mod tests {
 
     #[test]
     fn encoding_round_trips() {
-        let kv = KeyValue {
-            key: "/a".into(),
-            value: Bytes::from_static(b"hello"),
-            create_revision: 3,
-            mod_revision: 9,
-        };
+        let kv =
+            KeyValue { key: "/a".into(), value: Bytes::from_static(b"hello"), create_revision: 3, mod_revision: 9 };
         assert_eq!(decode("/a".into(), &encode(&kv)), Ok(kv));
     }
 

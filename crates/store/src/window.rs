@@ -128,22 +128,11 @@ impl Inner {
 
     fn replay(&self, prefix: &str, after: Revision) -> Result<Replay> {
         if after < self.oldest {
-            return Err(StoreError::Expired {
-                requested: after,
-                oldest: self.oldest,
-            });
+            return Err(StoreError::Expired { requested: after, oldest: self.oldest });
         }
         let start = self.events.partition_point(|e| e.revision <= after);
-        let events = self
-            .events
-            .range(start..)
-            .filter(|e| e.key.starts_with(prefix))
-            .cloned()
-            .collect();
-        Ok(Replay {
-            events,
-            upto: self.latest,
-        })
+        let events = self.events.range(start..).filter(|e| e.key.starts_with(prefix)).cloned().collect();
+        Ok(Replay { events, upto: self.latest })
     }
 }
 
@@ -214,10 +203,7 @@ mod tests {
     }
 
     fn revisions(events: &[Result<Event>]) -> Vec<Revision> {
-        events
-            .iter()
-            .map(|e| e.as_ref().map(|e| e.revision).unwrap_or(0))
-            .collect()
+        events.iter().map(|e| e.as_ref().map(|e| e.revision).unwrap_or(0)).collect()
     }
 
     #[tokio::test]
@@ -227,16 +213,7 @@ mod tests {
         window.publish((11..=15).map(|r| put(r, "/a")));
         assert_eq!(window.oldest_watchable(), 12);
         let err = window.watch("/", 11).err();
-        assert!(
-            matches!(
-                err,
-                Some(StoreError::Expired {
-                    requested: 11,
-                    oldest: 12
-                })
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, Some(StoreError::Expired { requested: 11, oldest: 12 })), "{err:?}");
         window.close();
         let err = window.watch("/", 12).err();
         assert!(matches!(err, Some(StoreError::Closed)), "{err:?}");
@@ -262,9 +239,7 @@ mod tests {
         window.publish((1..=3 * MAX_BROADCAST as u64).map(|r| put(r, keys[r as usize % 2])));
         window.close();
         let got: Vec<_> = stream.collect().await;
-        let expected: Vec<Revision> = (1..=3 * MAX_BROADCAST as u64)
-            .filter(|r| r % 2 == 0)
-            .collect();
+        let expected: Vec<Revision> = (1..=3 * MAX_BROADCAST as u64).filter(|r| r % 2 == 0).collect();
         assert_eq!(revisions(&got), expected);
     }
 
@@ -277,9 +252,6 @@ mod tests {
         let got: Vec<_> = stream.collect().await;
         assert_eq!(got.len(), 1, "{got:?}");
         let oldest = 2 * MAX_BROADCAST as u64 - 100;
-        assert!(
-            matches!(got[0], Err(StoreError::Expired { requested: 0, oldest: o }) if o == oldest),
-            "{got:?}"
-        );
+        assert!(matches!(got[0], Err(StoreError::Expired { requested: 0, oldest: o }) if o == oldest), "{got:?}");
     }
 }

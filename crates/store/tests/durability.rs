@@ -37,10 +37,7 @@ fn acknowledged_writes_survive_sigkill() -> anyhow::Result<()> {
 
 /// Write keys until killed, printing each acknowledged one.
 fn run_child(dir: std::path::PathBuf) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let store = SledStore::open(SledOptions::new(dir))?;
         let deadline = Instant::now() + CHILD_LIFETIME;
@@ -88,11 +85,7 @@ fn run_parent() -> anyhow::Result<()> {
         .stderr(Stdio::inherit())
         .spawn()?;
     let mut child = KillOnDrop(child);
-    let stdout = child
-        .0
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("child has no stdout"))?;
+    let stdout = child.0.stdout.take().ok_or_else(|| anyhow::anyhow!("child has no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
 
     let mut acked = BTreeSet::new();
@@ -107,10 +100,7 @@ fn run_parent() -> anyhow::Result<()> {
     // Child::kill sends SIGKILL on Unix: no destructor, no flush, no exit hook.
     child.0.kill()?;
     let status = child.0.wait()?;
-    anyhow::ensure!(
-        !status.success(),
-        "child was killed, yet exited with {status}"
-    );
+    anyhow::ensure!(!status.success(), "child was killed, yet exited with {status}");
     // Lines printed before the kill are acknowledged writes too.
     for line in lines {
         if let Some(n) = line?.strip_prefix("acked ") {
@@ -118,16 +108,11 @@ fn run_parent() -> anyhow::Result<()> {
         }
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let store = SledStore::open(SledOptions::new(&db))?;
         let present = store.count("/durable/").await?;
-        println!(
-            "{} writes acknowledged before SIGKILL, {present} present after reopen",
-            acked.len()
-        );
+        println!("{} writes acknowledged before SIGKILL, {present} present after reopen", acked.len());
         let missing: Vec<u64> = {
             let mut missing = Vec::new();
             for n in &acked {
@@ -137,11 +122,7 @@ fn run_parent() -> anyhow::Result<()> {
             }
             missing
         };
-        anyhow::ensure!(
-            missing.is_empty(),
-            "{} acknowledged keys lost: {missing:?}",
-            missing.len()
-        );
+        anyhow::ensure!(missing.is_empty(), "{} acknowledged keys lost: {missing:?}", missing.len());
         anyhow::ensure!(
             store.current_revision() as usize == present,
             "revision {} after reopen, but {present} keys (one create each)",

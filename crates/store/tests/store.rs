@@ -25,15 +25,7 @@ async fn create_then_get() -> anyhow::Result<()> {
     assert_eq!(rev, 1);
     assert_eq!(t.store.current_revision(), 1);
     let kv = t.store.get("/a").await?.expect("created key is readable");
-    assert_eq!(
-        kv,
-        KeyValue {
-            key: "/a".into(),
-            value: b("one"),
-            create_revision: 1,
-            mod_revision: 1
-        }
-    );
+    assert_eq!(kv, KeyValue { key: "/a".into(), value: b("one"), create_revision: 1, mod_revision: 1 });
     Ok(())
 }
 
@@ -41,15 +33,8 @@ async fn create_then_get() -> anyhow::Result<()> {
 async fn create_existing_key_fails_and_consumes_no_revision() -> anyhow::Result<()> {
     let t = common::open(100, true);
     t.store.create("/a", b("one")).await?;
-    let err = t
-        .store
-        .create("/a", b("two"))
-        .await
-        .expect_err("second create must fail");
-    assert!(
-        matches!(&err, StoreError::AlreadyExists(k) if k == "/a"),
-        "{err:?}"
-    );
+    let err = t.store.create("/a", b("two")).await.expect_err("second create must fail");
+    assert!(matches!(&err, StoreError::AlreadyExists(k) if k == "/a"), "{err:?}");
     assert_eq!(t.store.current_revision(), 1);
     assert_eq!(t.store.get("/a").await?.map(|kv| kv.value), Some(b("one")));
     Ok(())
@@ -76,10 +61,7 @@ async fn list_with_prefix_limit_and_continuation() -> anyhow::Result<()> {
     assert_eq!(page2.more_after.as_deref(), Some("/a/4"));
     let page3 = t.store.list("/a/", page2.more_after.as_deref(), 2).await?;
     assert_eq!(keys(&page3.items), ["/a/5"]);
-    assert_eq!(
-        page3.more_after, None,
-        "an exactly full last page has nothing after it"
-    );
+    assert_eq!(page3.more_after, None, "an exactly full last page has nothing after it");
 
     let exact = t.store.list("/a/", Some("/a/3"), 2).await?;
     assert_eq!(keys(&exact.items), ["/a/4", "/a/5"]);
@@ -89,10 +71,7 @@ async fn list_with_prefix_limit_and_continuation() -> anyhow::Result<()> {
     let before = t.store.list("/a/", Some("/"), 0).await?;
     assert_eq!(before.items.len(), 5);
     let everything = t.store.list("", None, 0).await?;
-    assert_eq!(
-        keys(&everything.items),
-        ["/", "/a/1", "/a/2", "/a/3", "/a/4", "/a/5", "/ab/x", "/b/1"]
-    );
+    assert_eq!(keys(&everything.items), ["/", "/a/1", "/a/2", "/a/3", "/a/4", "/a/5", "/ab/x", "/b/1"]);
     assert!(t.store.list("/c/", None, 0).await?.items.is_empty());
 
     assert_eq!(t.store.count("/a/").await?, 5);
@@ -107,51 +86,26 @@ async fn update_is_compare_and_swap() -> anyhow::Result<()> {
     let t = common::open(100, true);
     let created = t.store.create("/a", b("one")).await?;
 
-    let err = t
-        .store
-        .update("/a", b("stale"), Some(created + 7))
-        .await
-        .expect_err("wrong revision");
+    let err = t.store.update("/a", b("stale"), Some(created + 7)).await.expect_err("wrong revision");
     assert!(
         matches!(&err, StoreError::Conflict { key, expected, actual } if key == "/a" && *expected == created + 7 && *actual == created),
         "{err:?}"
     );
-    assert_eq!(
-        t.store.current_revision(),
-        created,
-        "a failed update consumes no revision"
-    );
+    assert_eq!(t.store.current_revision(), created, "a failed update consumes no revision");
 
     let updated = t.store.update("/a", b("two"), Some(created)).await?;
     assert_eq!(updated, created + 1);
     let kv = t.store.get("/a").await?.expect("updated key");
-    assert_eq!(
-        (kv.value, kv.create_revision, kv.mod_revision),
-        (b("two"), created, updated)
-    );
+    assert_eq!((kv.value, kv.create_revision, kv.mod_revision), (b("two"), created, updated));
 
-    let err = t
-        .store
-        .update("/a", b("three"), Some(created))
-        .await
-        .expect_err("old revision");
-    assert!(
-        matches!(err, StoreError::Conflict { actual, .. } if actual == updated),
-        "{err:?}"
-    );
+    let err = t.store.update("/a", b("three"), Some(created)).await.expect_err("old revision");
+    assert!(matches!(err, StoreError::Conflict { actual, .. } if actual == updated), "{err:?}");
 
     let unconditional = t.store.update("/a", b("four"), None).await?;
     assert_eq!(unconditional, updated + 1);
 
-    let err = t
-        .store
-        .update("/missing", b("x"), None)
-        .await
-        .expect_err("missing key");
-    assert!(
-        matches!(&err, StoreError::NotFound(k) if k == "/missing"),
-        "{err:?}"
-    );
+    let err = t.store.update("/missing", b("x"), None).await.expect_err("missing key");
+    assert!(matches!(&err, StoreError::NotFound(k) if k == "/missing"), "{err:?}");
     assert_eq!(t.store.current_revision(), unconditional);
     Ok(())
 }
@@ -161,50 +115,25 @@ async fn delete_is_compare_and_swap() -> anyhow::Result<()> {
     let t = common::open(100, true);
     let created = t.store.create("/a", b("one")).await?;
 
-    let err = t
-        .store
-        .delete("/a", Some(created + 1))
-        .await
-        .expect_err("wrong revision");
+    let err = t.store.delete("/a", Some(created + 1)).await.expect_err("wrong revision");
     assert!(
         matches!(err, StoreError::Conflict { expected, actual, .. } if expected == created + 1 && actual == created),
         "{err:?}"
     );
-    assert!(
-        t.store.get("/a").await?.is_some(),
-        "a failed delete keeps the key"
-    );
+    assert!(t.store.get("/a").await?.is_some(), "a failed delete keeps the key");
 
     let (rev, prev) = t.store.delete("/a", Some(created)).await?;
     assert_eq!(rev, created + 1);
-    assert_eq!(
-        prev,
-        KeyValue {
-            key: "/a".into(),
-            value: b("one"),
-            create_revision: created,
-            mod_revision: created
-        }
-    );
+    assert_eq!(prev, KeyValue { key: "/a".into(), value: b("one"), create_revision: created, mod_revision: created });
     assert_eq!(t.store.get("/a").await?, None);
     assert_eq!(t.store.count("/").await?, 0);
 
-    let err = t
-        .store
-        .delete("/a", None)
-        .await
-        .expect_err("already deleted");
-    assert!(
-        matches!(&err, StoreError::NotFound(k) if k == "/a"),
-        "{err:?}"
-    );
+    let err = t.store.delete("/a", None).await.expect_err("already deleted");
+    assert!(matches!(&err, StoreError::NotFound(k) if k == "/a"), "{err:?}");
 
     let recreated = t.store.create("/a", b("again")).await?;
     let kv = t.store.get("/a").await?.expect("recreated");
-    assert_eq!(
-        (kv.create_revision, kv.mod_revision),
-        (recreated, recreated)
-    );
+    assert_eq!((kv.create_revision, kv.mod_revision), (recreated, recreated));
     Ok(())
 }
 
@@ -238,38 +167,20 @@ async fn reopen_restores_data_and_revision() -> anyhow::Result<()> {
     t.store.create("/c", b("three")).await?;
     let (last, _) = t.store.delete("/c", None).await?;
     t.store.close();
-    let err = t
-        .store
-        .create("/d", b("x"))
-        .await
-        .expect_err("closed store refuses writes");
+    let err = t.store.create("/d", b("x")).await.expect_err("closed store refuses writes");
     assert!(matches!(err, StoreError::Closed), "{err:?}");
     drop(t.store);
 
     let store = common::reopen(&t.dir, 100, true);
     assert_eq!(store.current_revision(), last);
-    assert_eq!(
-        store.oldest_watchable(),
-        last,
-        "history is not kept across restarts"
-    );
+    assert_eq!(store.oldest_watchable(), last, "history is not kept across restarts");
     let listed = store.list("/", None, 0).await?;
     assert_eq!(listed.revision, last);
     assert_eq!(
         listed.items,
         [
-            KeyValue {
-                key: "/a".into(),
-                value: b("one"),
-                create_revision: 1,
-                mod_revision: 1
-            },
-            KeyValue {
-                key: "/b".into(),
-                value: b("two'"),
-                create_revision: 2,
-                mod_revision: rev_b
-            },
+            KeyValue { key: "/a".into(), value: b("one"), create_revision: 1, mod_revision: 1 },
+            KeyValue { key: "/b".into(), value: b("two'"), create_revision: 2, mod_revision: rev_b },
         ]
     );
     let next = store.create("/c", b("again")).await?;
@@ -290,10 +201,7 @@ async fn concurrent_writers_get_distinct_consecutive_revisions() -> anyhow::Resu
             let mut revs = Vec::with_capacity(PER_TASK);
             for i in 0..PER_TASK {
                 let key = format!("/c/{task:02}/{i:04}");
-                revs.push((
-                    key.clone(),
-                    store.create(&key, Bytes::from(key.clone())).await?,
-                ));
+                revs.push((key.clone(), store.create(&key, Bytes::from(key.clone())).await?));
             }
             Ok::<_, StoreError>(revs)
         }));
@@ -318,10 +226,7 @@ async fn concurrent_writers_get_distinct_consecutive_revisions() -> anyhow::Resu
     assert_eq!(revs, expected);
     assert_eq!(t.store.current_revision(), (TASKS * PER_TASK) as u64);
     for (key, rev) in all.iter().step_by(97) {
-        assert_eq!(
-            t.store.get(key).await?.map(|kv| kv.mod_revision),
-            Some(*rev)
-        );
+        assert_eq!(t.store.get(key).await?.map(|kv| kv.mod_revision), Some(*rev));
     }
     t.store.close();
     drop(t.store);
@@ -331,14 +236,8 @@ async fn concurrent_writers_get_distinct_consecutive_revisions() -> anyhow::Resu
     let listed = store.list("/c/", None, 0).await?;
     assert_eq!(listed.items.len(), TASKS * PER_TASK);
     for (key, rev) in &all {
-        let kv = store
-            .get(key)
-            .await?
-            .expect("every acknowledged create survives reopen");
-        assert_eq!(
-            (kv.mod_revision, kv.value),
-            (*rev, Bytes::from(key.clone()))
-        );
+        let kv = store.get(key).await?.expect("every acknowledged create survives reopen");
+        assert_eq!((kv.mod_revision, kv.value), (*rev, Bytes::from(key.clone())));
     }
     Ok(())
 }

@@ -68,13 +68,8 @@ async fn watch_from_zero_replays_everything_then_follows() -> anyhow::Result<()>
     assert_eq!(next(&mut stream).await, put(1, "/a", "a1", None));
     assert_eq!(next(&mut stream).await, put(2, "/a", "a2", Some("a1")));
     assert_eq!(next(&mut stream).await, put(3, "/b", "b1", None));
-    let delete = Event {
-        kind: EventKind::Delete,
-        revision: 4,
-        key: "/a".into(),
-        value: None,
-        prev_value: Some(b("a2")),
-    };
+    let delete =
+        Event { kind: EventKind::Delete, revision: 4, key: "/a".into(), value: None, prev_value: Some(b("a2")) };
     assert_eq!(next(&mut stream).await, delete);
     assert_quiet(&mut stream).await;
 
@@ -110,18 +105,12 @@ async fn watch_filters_by_prefix() -> anyhow::Result<()> {
     t.store.create("/podsecurity/z", b("z")).await?;
     t.store.create("/pods/z", b("z")).await?;
     let mut stream = t.store.watch("/pods/", 0).await?;
-    assert_eq!(
-        next_n(&mut stream, 2).await,
-        pairs(&[(1, "/pods/x"), (4, "/pods/z")])
-    );
+    assert_eq!(next_n(&mut stream, 2).await, pairs(&[(1, "/pods/x"), (4, "/pods/z")]));
 
     t.store.create("/services/w", b("w")).await?;
     t.store.delete("/pods/x", None).await?;
     let event = next(&mut stream).await;
-    assert_eq!(
-        (event.revision, event.kind, event.key.as_str()),
-        (6, EventKind::Delete, "/pods/x")
-    );
+    assert_eq!((event.revision, event.kind, event.key.as_str()), (6, EventKind::Delete, "/pods/x"));
     assert_quiet(&mut stream).await;
     Ok(())
 }
@@ -147,23 +136,10 @@ async fn watch_before_the_window_is_expired() -> anyhow::Result<()> {
     }
     assert_eq!(t.store.oldest_watchable(), 5);
     let err = t.store.watch("/", 4).await.err();
-    assert!(
-        matches!(
-            err,
-            Some(StoreError::Expired {
-                requested: 4,
-                oldest: 5
-            })
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Some(StoreError::Expired { requested: 4, oldest: 5 })), "{err:?}");
 
     let mut stream = t.store.watch("/", 5).await?;
-    let revisions: Vec<Revision> = next_n(&mut stream, 5)
-        .await
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
+    let revisions: Vec<Revision> = next_n(&mut stream, 5).await.into_iter().map(|(r, _)| r).collect();
     assert_eq!(revisions, [6, 7, 8, 9, 10]);
     Ok(())
 }
@@ -187,11 +163,7 @@ async fn lagging_watcher_catches_up_from_the_window() -> anyhow::Result<()> {
         task.await??;
     }
     // The watcher was idle for more events than the live channel holds.
-    let revisions: Vec<Revision> = next_n(&mut stream, WRITES)
-        .await
-        .into_iter()
-        .map(|(r, _)| r)
-        .collect();
+    let revisions: Vec<Revision> = next_n(&mut stream, WRITES).await.into_iter().map(|(r, _)| r).collect();
     assert_eq!(revisions, (1..=WRITES as u64).collect::<Vec<_>>());
     assert_quiet(&mut stream).await;
     Ok(())
@@ -205,16 +177,7 @@ async fn idle_watcher_past_the_window_ends_with_expired() -> anyhow::Result<()> 
         t.store.create(&format!("/k/{i}"), b("v")).await?;
     }
     let item = tokio::time::timeout(PATIENCE, stream.next()).await?;
-    assert!(
-        matches!(
-            item,
-            Some(Err(StoreError::Expired {
-                requested: 0,
-                oldest: 4950
-            }))
-        ),
-        "{item:?}"
-    );
+    assert!(matches!(item, Some(Err(StoreError::Expired { requested: 0, oldest: 4950 }))), "{item:?}");
     let end = tokio::time::timeout(PATIENCE, stream.next()).await?;
     assert!(end.is_none(), "the stream ends after expiring: {end:?}");
     Ok(())
@@ -226,11 +189,7 @@ async fn watch_ends_when_the_store_closes() -> anyhow::Result<()> {
     let mut stream = t.store.watch("/", 0).await?;
     t.store.create("/a", b("1")).await?;
     t.store.close();
-    assert_eq!(
-        next(&mut stream).await.revision,
-        1,
-        "events before close are still delivered"
-    );
+    assert_eq!(next(&mut stream).await.revision, 1, "events before close are still delivered");
     let end = tokio::time::timeout(PATIENCE, stream.next()).await?;
     assert!(end.is_none(), "{end:?}");
     let err = t.store.watch("/", 0).await.err();

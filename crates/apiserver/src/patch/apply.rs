@@ -43,7 +43,9 @@ impl Entry {
 }
 
 pub fn read_entries(obj: &Value) -> Vec<Entry> {
-    let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else { return Vec::new() };
+    let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+        return Vec::new();
+    };
     list.iter()
         .map(|e| Entry {
             manager: e.get("manager").and_then(Value::as_str).unwrap_or("").to_string(),
@@ -70,7 +72,9 @@ fn write_entries(obj: &mut Value, entries: Vec<Entry>) {
 /// The part of an object whose fields managers own: for the main resource
 /// everything but status and server-managed metadata; for `status` only status.
 pub fn owned_view(obj: &Value, subresource: Option<&str>) -> Value {
-    let Some(m) = obj.as_object() else { return json!({}) };
+    let Some(m) = obj.as_object() else {
+        return json!({});
+    };
     let mut out = Map::new();
     for (k, v) in m {
         match (k.as_str(), subresource) {
@@ -217,16 +221,17 @@ pub fn apply(
 
     // conflicts: fields others own whose value the apply would change
     // only leaf values conflict: maps and list items are compared field by field
-    let leaves: Vec<Vec<String>> = applied
-        .paths()
-        .into_iter()
-        .filter(|p| !value_at(&applied_view, p).is_some_and(Value::is_object))
-        .collect();
+    let leaves: Vec<Vec<String>> =
+        applied.paths().into_iter().filter(|p| !value_at(&applied_view, p).is_some_and(Value::is_object)).collect();
     let mut conflicts = Vec::new();
     for e in entries.iter().filter(|e| e.manager != manager && e.subresource.is_none()) {
         for p in &leaves {
             if e.set.contains(p) && value_at(&live_view, p) != value_at(&applied_view, p) {
-                conflicts.push(Conflict { manager: e.manager.clone(), api_version: e.api_version.clone(), field: display(p) });
+                conflicts.push(Conflict {
+                    manager: e.manager.clone(),
+                    api_version: e.api_version.clone(),
+                    field: display(p),
+                });
             }
         }
     }
@@ -244,11 +249,8 @@ pub fn apply(
     }
     // fields this manager applied before and no longer does go away, unless
     // someone else owns them too
-    let previous = entries
-        .iter()
-        .find(|e| e.same_slot(manager, "Apply", None))
-        .map(|e| e.set.clone())
-        .unwrap_or_default();
+    let previous =
+        entries.iter().find(|e| e.same_slot(manager, "Apply", None)).map(|e| e.set.clone()).unwrap_or_default();
     let mut merged = base.clone();
     let mut removed: Vec<Vec<String>> = previous
         .paths()
@@ -331,7 +333,10 @@ mod tests {
         let mut live = cfg(2, "nginx:1");
         record_update(None, &mut live, DEF, "kubectl-client-side-apply", "apps/v1", None);
         let err = apply(Some(&live), &cfg(3, "nginx:1"), DEF, "kubectl", "apps/v1", false).unwrap_err();
-        assert_eq!(conflict_message(&err), "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas");
+        assert_eq!(
+            conflict_message(&err),
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
+        );
         let forced = apply(Some(&live), &cfg(3, "nginx:1"), DEF, "kubectl", "apps/v1", true).unwrap();
         assert_eq!(forced["spec"]["replicas"], 3);
         let again = apply(Some(&forced), &cfg(4, "nginx:1"), DEF, "kubectl", "apps/v1", false).unwrap();

@@ -16,7 +16,9 @@ pub struct FieldSet {
 
 /// The keys that identify items of a list field, if it is a keyed list.
 pub fn list_keys(parent_def: Option<&str>, field: &str) -> ListKind {
-    let Some(def) = parent_def else { return ListKind::Atomic };
+    let Some(def) = parent_def else {
+        return ListKind::Atomic;
+    };
     if let Some(ext) = field_extensions(def, field) {
         match ext.list_type {
             Some("map") => {
@@ -188,7 +190,9 @@ fn field_set(v: &Value, parent_def: Option<&str>, field: &str) -> FieldSet {
             ListKind::Keyed(keys) => {
                 let mut set = FieldSet::default();
                 for it in items {
-                    let Some(k) = item_key(it, &keys) else { continue };
+                    let Some(k) = item_key(it, &keys) else {
+                        continue;
+                    };
                     let mut item = FieldSet { member: true, children: BTreeMap::new() };
                     if let Value::Object(m) = it {
                         for (f, c) in m {
@@ -235,7 +239,9 @@ fn step<'a>(cur: &'a Value, el: &str) -> Option<&'a Value> {
 
 /// Remove the field at `path` from `obj` (a no-op if absent).
 pub fn remove_at(obj: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for el in parents {
         let next = match el.strip_prefix("f:") {

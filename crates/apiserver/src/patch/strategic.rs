@@ -63,7 +63,10 @@ fn merge_map(
         None => None,
         Some(Value::Array(keys)) => Some(keys.iter().filter_map(|k| k.as_str().map(str::to_string)).collect()),
         Some(_) => {
-            return Err(PatchError::Invalid { path: path.into(), message: "$retainKeys must be a list of strings".into() })
+            return Err(PatchError::Invalid {
+                path: path.into(),
+                message: "$retainKeys must be a list of strings".into(),
+            })
         }
     };
     for (k, v) in patch {
@@ -90,7 +93,9 @@ fn merge_map(
             (Some(Value::Object(o)), Value::Object(pm)) => {
                 merge_map(o, pm, child_def, &child_path, depth + 1)?.map(Value::Object)
             }
-            (None, Value::Object(pm)) => merge_map(Map::new(), pm, child_def, &child_path, depth + 1)?.map(Value::Object),
+            (None, Value::Object(pm)) => {
+                merge_map(Map::new(), pm, child_def, &child_path, depth + 1)?.map(Value::Object)
+            }
             (Some(Value::Array(o)), Value::Array(pl)) => {
                 Some(Value::Array(merge_list(o, pl, def, k, child_def, &child_path, depth + 1)?))
             }

@@ -19,10 +19,6 @@ pub fn open(window: usize, flush: bool) -> TempStore {
 }
 
 pub fn reopen(dir: &tempfile::TempDir, window: usize, flush: bool) -> Arc<SledStore> {
-    let options = SledOptions {
-        window,
-        flush,
-        ..SledOptions::new(dir.path().join("db"))
-    };
+    let options = SledOptions { window, flush, ..SledOptions::new(dir.path().join("db")) };
     SledStore::open(options).expect("open store")
 }
