@@ -15,3 +15,4 @@ pub mod schema;
 pub mod table;
 pub mod validation;
 pub mod defaults;
+pub mod protobuf;

@@ -13,7 +13,7 @@ mod check;
 mod golang;
 mod tables;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use k8s_openapi::schemars::generate::SchemaSettings;
@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::catalogue::{self, ResourceType};
 
-pub use check::{check, unknown_field_message, CheckOutcome, DecodeError};
+pub use check::{check, check_definition, unknown_field_message, CheckOutcome, DecodeError};
 pub use tables::FieldExtensions;
 
 /// Where the `$ref`s of the schemas returned by [`definitions`] point.
@@ -115,13 +115,27 @@ impl Gvk {
     }
 }
 
+const fn gvk(group: &'static str, version: &'static str, kind: &'static str) -> Gvk {
+    Gvk {
+        group,
+        version,
+        kind,
+    }
+}
+
 /// Definitions that are not served kinds but that paths refer to, with
 /// the kind each one is (subresource bodies, options, statuses).
 const EXTRA_KINDS: &[(&str, Gvk)] = &[
-    ("io.k8s.api.autoscaling.v1.Scale", Gvk { group: "autoscaling", version: "v1", kind: "Scale" }),
-    ("io.k8s.api.core.v1.Binding", Gvk { group: "", version: "v1", kind: "Binding" }),
-    ("io.k8s.api.policy.v1.Eviction", Gvk { group: "policy", version: "v1", kind: "Eviction" }),
-    (STATUS_DEFINITION, Gvk { group: "", version: "v1", kind: "Status" }),
+    (
+        "io.k8s.api.autoscaling.v1.Scale",
+        gvk("autoscaling", "v1", "Scale"),
+    ),
+    ("io.k8s.api.core.v1.Binding", gvk("", "v1", "Binding")),
+    (
+        "io.k8s.api.policy.v1.Eviction",
+        gvk("policy", "v1", "Eviction"),
+    ),
+    (STATUS_DEFINITION, gvk("", "v1", "Status")),
 ];
 
 /// The definition of the kind a path speaks (`autoscaling/v1` `Scale` is
@@ -136,6 +150,20 @@ pub fn definition_of_kind(group: &str, version: &str, kind: &str) -> Option<&'st
                 .iter()
                 .find(|(_, g)| g.group == group && g.version == version && g.kind == kind)
                 .map(|(d, _)| *d)
+        })
+}
+
+/// The kind a definition is, for the served kinds and [`EXTRA_KINDS`].
+pub fn kind_of_definition(definition: &str) -> Option<Gvk> {
+    catalogue::all()
+        .iter()
+        .find(|r| r.definition == definition)
+        .map(|r| gvk(r.group, r.version, r.kind))
+        .or_else(|| {
+            EXTRA_KINDS
+                .iter()
+                .find(|(d, _)| *d == definition)
+                .map(|(_, g)| *g)
         })
 }
 
@@ -204,35 +232,32 @@ fn list_schema(rt: &ResourceType) -> Value {
 }
 
 fn add_gvk_extensions(defs: &mut BTreeMap<String, Value>) {
-    let mut gvks: BTreeMap<String, Vec<Gvk>> = BTreeMap::new();
+    let mut gvks: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for rt in catalogue::all() {
-        gvks.entry(rt.definition.to_string()).or_default().push(Gvk { group: rt.group, version: rt.version, kind: rt.kind });
-        let list_kind: &'static str = list_kind_name(rt.kind);
-        gvks.entry(list_definition(rt)).or_default().push(Gvk { group: rt.group, version: rt.version, kind: list_kind });
+        let kind = gvk(rt.group, rt.version, rt.kind).to_json();
+        gvks.entry(rt.definition.to_string())
+            .or_default()
+            .push(kind);
+        let list =
+            json!({"group": rt.group, "kind": format!("{}List", rt.kind), "version": rt.version});
+        gvks.entry(list_definition(rt)).or_default().push(list);
     }
-    for (definition, gvk) in EXTRA_KINDS {
-        gvks.entry(definition.to_string()).or_default().push(*gvk);
+    for (definition, kind) in EXTRA_KINDS {
+        gvks.entry(definition.to_string())
+            .or_default()
+            .push(kind.to_json());
     }
-    let delete_options = gvks.entry(DELETE_OPTIONS_DEFINITION.to_string()).or_default();
+    let delete_options = gvks
+        .entry(DELETE_OPTIONS_DEFINITION.to_string())
+        .or_default();
     for (group, version) in catalogue::group_versions() {
-        delete_options.push(Gvk { group, version, kind: "DeleteOptions" });
+        delete_options.push(gvk(group, version, "DeleteOptions").to_json());
     }
     for (definition, list) in gvks {
         if let Some(Value::Object(schema)) = defs.get_mut(&definition) {
-            let list: Vec<Value> = list.into_iter().map(Gvk::to_json).collect();
             schema.insert("x-kubernetes-group-version-kind".into(), Value::Array(list));
         }
     }
-}
-
-/// `PodList` for `Pod`, as a `'static` name. The catalogue is static, so
-/// the handful of names is made once.
-fn list_kind_name(kind: &str) -> &'static str {
-    static NAMES: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
-    let names = NAMES.get_or_init(|| {
-        catalogue::all().iter().map(|r| (r.kind, &*Box::leak(format!("{}List", r.kind).into_boxed_str()))).collect()
-    });
-    names.get(kind).copied().unwrap_or("List")
 }
 
 fn add_field_extensions(defs: &mut BTreeMap<String, Value>) {
@@ -270,7 +295,10 @@ fn add_field_extensions(defs: &mut BTreeMap<String, Value>) {
 
 /// The names of the definitions `roots` reference, directly or not,
 /// `roots` included.
-pub fn referenced(defs: &BTreeMap<String, Value>, roots: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+pub fn referenced(
+    defs: &BTreeMap<String, Value>,
+    roots: impl IntoIterator<Item = String>,
+) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     let mut todo: Vec<String> = roots.into_iter().collect();
     while let Some(name) = todo.pop() {
@@ -317,7 +345,10 @@ pub struct PatchMeta {
 /// for fields that are replaced as a whole (maps are always merged).
 pub fn patch_meta(definition: &str, field: &str) -> Option<PatchMeta> {
     let ext = tables::field_extensions(definition, field)?;
-    Some(PatchMeta { strategy: ext.patch_strategy?, merge_key: ext.patch_merge_key })
+    Some(PatchMeta {
+        strategy: ext.patch_strategy?,
+        merge_key: ext.patch_merge_key,
+    })
 }
 
 /// Every Kubernetes extension on `field` of `definition` (patch strategy,

@@ -62,7 +62,10 @@ impl CheckOutcome {
     /// The error Kubernetes would report: the first one that stopped
     /// decoding, or else the first one recorded.
     pub fn decode_error(&self) -> Option<&DecodeError> {
-        self.decode_errors.iter().find(|e| e.fatal).or_else(|| self.decode_errors.first())
+        self.decode_errors
+            .iter()
+            .find(|e| e.fatal)
+            .or_else(|| self.decode_errors.first())
     }
 
     /// Nothing to report.
@@ -78,7 +81,11 @@ impl CheckOutcome {
         if self.unknown_fields.is_empty() {
             return None;
         }
-        let fields: Vec<String> = self.unknown_fields.iter().map(|p| unknown_field_message(p)).collect();
+        let fields: Vec<String> = self
+            .unknown_fields
+            .iter()
+            .map(|p| unknown_field_message(p))
+            .collect();
         Some(format!("strict decoding error: {}", fields.join(", ")))
     }
 }
@@ -110,6 +117,13 @@ pub fn unknown_field_message(path: &str) -> String {
 /// k8s-openapi's typed struct, and a failure the walk missed is reported
 /// too.
 pub fn check(rt: &ResourceType, obj: &Value) -> CheckOutcome {
+    check_definition(rt.definition, obj)
+}
+
+/// [`check`] for a body of any definition, such as the `Scale` of a scale
+/// subresource (`io.k8s.api.autoscaling.v1.Scale`). A definition Skiff has
+/// no schema for passes.
+pub fn check_definition(definition: &str, obj: &Value) -> CheckOutcome {
     let reg = super::registry();
     let mut walk = Walk {
         reg,
@@ -118,12 +132,19 @@ pub fn check(rt: &ResourceType, obj: &Value) -> CheckOutcome {
         out: CheckOutcome::default(),
         stopped: false,
     };
-    let root = Node { shape: Shape::Ref(rt.definition.to_string()), go: None };
+    let root = Node {
+        shape: Shape::Ref(definition.to_string()),
+        go: None,
+    };
     walk.value(&root, obj, None);
     let mut out = walk.out;
-    if out.decode_errors.is_empty() && type_meta_matches(rt, obj) {
-        if let Some(Err(message)) = super::decode_typed(rt.definition, obj) {
-            out.decode_errors.push(DecodeError { message, path: String::new(), fatal: false });
+    if out.decode_errors.is_empty() && type_meta_matches(definition, obj) {
+        if let Some(Err(message)) = super::decode_typed(definition, obj) {
+            out.decode_errors.push(DecodeError {
+                message,
+                path: String::new(),
+                fatal: false,
+            });
         }
     }
     out
@@ -131,9 +152,16 @@ pub fn check(rt: &ResourceType, obj: &Value) -> CheckOutcome {
 
 /// The typed structs refuse another `apiVersion` or `kind`; the API server
 /// deals with those itself, so the backstop runs only when they agree.
-fn type_meta_matches(rt: &ResourceType, obj: &Value) -> bool {
+fn type_meta_matches(definition: &str, obj: &Value) -> bool {
+    let Some(gvk) = super::kind_of_definition(definition) else {
+        return false;
+    };
+    let api_version = match gvk.group {
+        "" => gvk.version.to_string(),
+        group => format!("{group}/{}", gvk.version),
+    };
     let agrees = |key: &str, want: &str| obj.get(key).is_none_or(|v| v.as_str() == Some(want));
-    agrees("apiVersion", &rt.api_version()) && agrees("kind", rt.kind)
+    agrees("apiVersion", &api_version) && agrees("kind", gvk.kind)
 }
 
 /// The compact form of the schemas that the checks walk.
@@ -178,21 +206,26 @@ impl Registry {
         let mut out = Registry::default();
         for (name, schema) in defs {
             let go_struct = name.rsplit('.').next().unwrap_or(&name).to_string();
-            let fields = schema.get("properties").and_then(Value::as_object).map(|props| {
-                props
-                    .iter()
-                    .map(|(field, s)| {
-                        let mut node = Node::compile(s);
-                        if let Some(t) = tables::go_type(&name, field) {
-                            node.go = Some(t.go);
-                            if let (Some(elem), Shape::Array(inner) | Shape::Map(inner)) = (t.elem, &mut node.shape) {
-                                inner.go = Some(elem);
+            let fields = schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .map(|(field, s)| {
+                            let mut node = Node::compile(s);
+                            if let Some(t) = tables::go_type(&name, field) {
+                                node.go = Some(t.go);
+                                if let (Some(elem), Shape::Array(inner) | Shape::Map(inner)) =
+                                    (t.elem, &mut node.shape)
+                                {
+                                    inner.go = Some(elem);
+                                }
                             }
-                        }
-                        (field.clone(), node)
-                    })
-                    .collect()
-            });
+                            (field.clone(), node)
+                        })
+                        .collect()
+                });
             let def = Def { go_struct, fields };
             out.defs.insert(name, def);
         }
@@ -243,7 +276,10 @@ impl Def {
 
 impl Node {
     fn compile(schema: &Value) -> Node {
-        Node { shape: Shape::compile(schema), go: None }
+        Node {
+            shape: Shape::compile(schema),
+            go: None,
+        }
     }
 }
 
@@ -355,14 +391,19 @@ impl<'r> Walk<'r> {
                 }
                 // Go decodes a list of numbers into a []byte too.
                 Value::Array(items) => {
-                    let byte = Node { shape: Shape::Int32, go: Some("uint8") };
+                    let byte = Node {
+                        shape: Shape::Int32,
+                        go: Some("uint8"),
+                    };
                     for (i, item) in items.iter().enumerate() {
                         let fits = item.as_u64().is_some_and(|b| b <= 255);
                         if !fits && !item.is_null() {
                             let len = self.path.len();
                             self.path.push_str(&format!("[{i}]"));
                             match item {
-                                Value::Number(n) => self.mismatch(&format!("number {n}"), &byte, go_struct),
+                                Value::Number(n) => {
+                                    self.mismatch(&format!("number {n}"), &byte, go_struct)
+                                }
                                 _ => self.mismatch(json_kind(item), &byte, go_struct),
                             }
                             self.path.truncate(len);
@@ -396,7 +437,13 @@ impl<'r> Walk<'r> {
         }
     }
 
-    fn definition(&mut self, name: &'r str, node: &'r Node, v: &'r Value, go_struct: Option<&'r str>) {
+    fn definition(
+        &mut self,
+        name: &'r str,
+        node: &'r Node,
+        v: &'r Value,
+        go_struct: Option<&'r str>,
+    ) {
         match name {
             INT_OR_STRING => return self.int_or_string(v),
             QUANTITY => return self.quantity(v),
@@ -404,7 +451,9 @@ impl<'r> Walk<'r> {
             MICRO_TIME => return self.time(v, golang::RFC3339_MICRO),
             _ => {}
         }
-        let Some(def) = self.reg.get(name) else { return };
+        let Some(def) = self.reg.get(name) else {
+            return;
+        };
         let Some(fields) = &def.fields else { return };
         let Value::Object(entries) = v else {
             return self.mismatch(json_kind(v), node, go_struct);
@@ -418,7 +467,9 @@ impl<'r> Walk<'r> {
                     self.field_stack.pop();
                 }
                 None => {
-                    if self.out.unknown_fields.len() < MAX_UNKNOWN_FIELDS && !self.out.unknown_fields.contains(&self.path) {
+                    if self.out.unknown_fields.len() < MAX_UNKNOWN_FIELDS
+                        && !self.out.unknown_fields.contains(&self.path)
+                    {
                         self.out.unknown_fields.push(self.path.clone());
                     }
                 }
@@ -436,7 +487,10 @@ impl<'r> Walk<'r> {
             Value::Number(n) => format!("number {n}"),
             other => json_kind(other).to_string(),
         };
-        self.error(format!("json: cannot unmarshal {what} into Go value of type int32"), true);
+        self.error(
+            format!("json: cannot unmarshal {what} into Go value of type int32"),
+            true,
+        );
     }
 
     /// `resource.Quantity.UnmarshalJSON`: the JSON text, unquoted, must
@@ -460,7 +514,10 @@ impl<'r> Walk<'r> {
                 }
             }
             other => {
-                let message = format!("json: cannot unmarshal {} into Go value of type string", json_kind(other));
+                let message = format!(
+                    "json: cannot unmarshal {} into Go value of type string",
+                    json_kind(other)
+                );
                 self.error(message, true);
             }
         }
@@ -491,7 +548,11 @@ impl<'r> Walk<'r> {
     }
 
     fn error(&mut self, message: String, fatal: bool) {
-        self.out.decode_errors.push(DecodeError { message, path: self.path.clone(), fatal });
+        self.out.decode_errors.push(DecodeError {
+            message,
+            path: self.path.clone(),
+            fatal,
+        });
         if fatal {
             self.stopped = true;
         }

@@ -48,7 +48,15 @@ const fn ext(
     list_map_keys: &'static [&'static str],
     map_type: Option<&'static str>,
 ) -> FieldExtensions {
-    FieldExtensions { definition, field, patch_strategy, patch_merge_key, list_type, list_map_keys, map_type }
+    FieldExtensions {
+        definition,
+        field,
+        patch_strategy,
+        patch_merge_key,
+        list_type,
+        list_map_keys,
+        map_type,
+    }
 }
 
 pub(super) fn field_extensions(definition: &str, field: &str) -> Option<&'static FieldExtensions> {
@@ -59,9 +67,13 @@ pub(super) fn field_extensions(definition: &str, field: &str) -> Option<&'static
 }
 
 pub(super) fn go_type(definition: &str, field: &str) -> Option<&'static GoType> {
-    GO_TYPES.binary_search_by(|e| (e.definition, e.field).cmp(&(definition, field))).ok().map(|i| &GO_TYPES[i])
+    GO_TYPES
+        .binary_search_by(|e| (e.definition, e.field).cmp(&(definition, field)))
+        .ok()
+        .map(|i| &GO_TYPES[i])
 }
 
+#[rustfmt::skip]
 pub(super) static FIELD_EXTENSIONS: &[FieldExtensions] = &[
     ext("io.k8s.api.apps.v1.DeploymentSpec", "strategy", Some("retainKeys"), None, None, &[], None),
     ext("io.k8s.api.apps.v1.DeploymentStatus", "conditions", Some("merge"), Some("type"), Some("map"), &["type"], None),
@@ -201,10 +213,17 @@ pub(super) static DEFINITION_MAP_TYPES: &[(&str, &str)] = &[
     ("io.k8s.api.core.v1.TypedLocalObjectReference", "atomic"),
     ("io.k8s.api.discovery.v1.EndpointPort", "atomic"),
     ("io.k8s.api.networking.v1.ServiceBackendPort", "atomic"),
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector", "atomic"),
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference", "atomic"),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
+        "atomic",
+    ),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
+        "atomic",
+    ),
 ];
 
+#[rustfmt::skip]
 pub(super) static GO_TYPES: &[GoType] = &[
     GoType { definition: "io.k8s.api.apps.v1.DeploymentCondition", field: "status", go: "v1.ConditionStatus", elem: None },
     GoType { definition: "io.k8s.api.apps.v1.DeploymentCondition", field: "type", go: "v1.DeploymentConditionType", elem: None },

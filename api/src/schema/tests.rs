@@ -3,7 +3,10 @@ use serde_json::json;
 use super::*;
 
 fn rt(kind: &str) -> &'static ResourceType {
-    catalogue::all().iter().find(|r| r.kind == kind).expect("kind is served")
+    catalogue::all()
+        .iter()
+        .find(|r| r.kind == kind)
+        .expect("kind is served")
 }
 
 fn deployment() -> Value {
@@ -43,11 +46,26 @@ fn container_mut(obj: &mut Value) -> &mut Value {
 fn every_served_kind_has_a_schema_with_its_gvk() {
     let defs = definitions();
     for rt in catalogue::all() {
-        let schema = defs.get(rt.definition).unwrap_or_else(|| panic!("{} has no schema", rt.definition));
+        let schema = defs
+            .get(rt.definition)
+            .unwrap_or_else(|| panic!("{} has no schema", rt.definition));
         let gvk = &schema["x-kubernetes-group-version-kind"];
-        assert_eq!(gvk, &json!([{"group": rt.group, "kind": rt.kind, "version": rt.version}]), "{}", rt.kind);
-        assert!(defs.contains_key(&list_definition(rt)), "{} has no list", rt.kind);
-        assert!(decode_typed(rt.definition, &json!({})).is_some(), "{} has no typed struct", rt.kind);
+        assert_eq!(
+            gvk,
+            &json!([{"group": rt.group, "kind": rt.kind, "version": rt.version}]),
+            "{}",
+            rt.kind
+        );
+        assert!(
+            defs.contains_key(&list_definition(rt)),
+            "{} has no list",
+            rt.kind
+        );
+        assert!(
+            decode_typed(rt.definition, &json!({})).is_some(),
+            "{} has no typed struct",
+            rt.kind
+        );
     }
 }
 
@@ -65,39 +83,99 @@ fn every_reference_resolves() {
 
 #[test]
 fn tables_are_sorted_for_binary_search() {
-    let keys: Vec<_> = tables::FIELD_EXTENSIONS.iter().map(|e| (e.definition, e.field)).collect();
+    let keys: Vec<_> = tables::FIELD_EXTENSIONS
+        .iter()
+        .map(|e| (e.definition, e.field))
+        .collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]));
-    let keys: Vec<_> = tables::GO_TYPES.iter().map(|e| (e.definition, e.field)).collect();
+    let keys: Vec<_> = tables::GO_TYPES
+        .iter()
+        .map(|e| (e.definition, e.field))
+        .collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]));
 }
 
 #[test]
 fn patch_metadata_follows_kubernetes_struct_tags() {
     let pm = |d: &str, f: &str| patch_meta(d, f).map(|p| (p.strategy, p.merge_key));
-    assert_eq!(pm("io.k8s.api.core.v1.PodSpec", "containers"), Some(("merge", Some("name"))));
-    assert_eq!(pm("io.k8s.api.core.v1.PodSpec", "volumes"), Some(("merge,retainKeys", Some("name"))));
-    assert_eq!(pm("io.k8s.api.core.v1.Container", "ports"), Some(("merge", Some("containerPort"))));
-    assert_eq!(pm("io.k8s.api.core.v1.Container", "volumeMounts"), Some(("merge", Some("mountPath"))));
-    assert_eq!(pm("io.k8s.api.core.v1.ServiceSpec", "ports"), Some(("merge", Some("port"))));
-    assert_eq!(pm("io.k8s.api.apps.v1.DeploymentStatus", "conditions"), Some(("merge", Some("type"))));
-    assert_eq!(pm("io.k8s.api.apps.v1.DeploymentSpec", "strategy"), Some(("retainKeys", None)));
-    assert_eq!(pm("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences"), Some(("merge", Some("uid"))));
-    assert_eq!(pm("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers"), Some(("merge", None)));
+    assert_eq!(
+        pm("io.k8s.api.core.v1.PodSpec", "containers"),
+        Some(("merge", Some("name")))
+    );
+    assert_eq!(
+        pm("io.k8s.api.core.v1.PodSpec", "volumes"),
+        Some(("merge,retainKeys", Some("name")))
+    );
+    assert_eq!(
+        pm("io.k8s.api.core.v1.Container", "ports"),
+        Some(("merge", Some("containerPort")))
+    );
+    assert_eq!(
+        pm("io.k8s.api.core.v1.Container", "volumeMounts"),
+        Some(("merge", Some("mountPath")))
+    );
+    assert_eq!(
+        pm("io.k8s.api.core.v1.ServiceSpec", "ports"),
+        Some(("merge", Some("port")))
+    );
+    assert_eq!(
+        pm("io.k8s.api.apps.v1.DeploymentStatus", "conditions"),
+        Some(("merge", Some("type")))
+    );
+    assert_eq!(
+        pm("io.k8s.api.apps.v1.DeploymentSpec", "strategy"),
+        Some(("retainKeys", None))
+    );
+    assert_eq!(
+        pm(
+            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+            "ownerReferences"
+        ),
+        Some(("merge", Some("uid")))
+    );
+    assert_eq!(
+        pm(
+            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+            "finalizers"
+        ),
+        Some(("merge", None))
+    );
     assert_eq!(pm("io.k8s.api.core.v1.Container", "args"), None);
     assert_eq!(pm("io.k8s.api.networking.v1.IngressSpec", "rules"), None);
 
     let ports = field_extensions("io.k8s.api.core.v1.Container", "ports").expect("tagged");
-    assert_eq!((ports.list_type, ports.list_map_keys), (Some("map"), &["containerPort", "protocol"][..]));
+    assert_eq!(
+        (ports.list_type, ports.list_map_keys),
+        (Some("map"), &["containerPort", "protocol"][..])
+    );
 }
 
 #[test]
 fn field_definitions_resolve_lists_maps_and_structs() {
-    assert_eq!(field_definition("io.k8s.api.apps.v1.Deployment", "spec"), Some("io.k8s.api.apps.v1.DeploymentSpec"));
-    assert_eq!(field_definition("io.k8s.api.core.v1.PodSpec", "containers"), Some("io.k8s.api.core.v1.Container"));
-    assert_eq!(field_definition("io.k8s.api.core.v1.PodTemplateSpec", "spec"), Some("io.k8s.api.core.v1.PodSpec"));
-    assert_eq!(field_definition("io.k8s.api.core.v1.Container", "name"), None);
-    assert_eq!(field_definition("io.k8s.api.core.v1.ResourceRequirements", "limits"), None);
-    assert_eq!(field_definition("io.k8s.api.core.v1.Container", "nope"), None);
+    assert_eq!(
+        field_definition("io.k8s.api.apps.v1.Deployment", "spec"),
+        Some("io.k8s.api.apps.v1.DeploymentSpec")
+    );
+    assert_eq!(
+        field_definition("io.k8s.api.core.v1.PodSpec", "containers"),
+        Some("io.k8s.api.core.v1.Container")
+    );
+    assert_eq!(
+        field_definition("io.k8s.api.core.v1.PodTemplateSpec", "spec"),
+        Some("io.k8s.api.core.v1.PodSpec")
+    );
+    assert_eq!(
+        field_definition("io.k8s.api.core.v1.Container", "name"),
+        None
+    );
+    assert_eq!(
+        field_definition("io.k8s.api.core.v1.ResourceRequirements", "limits"),
+        None
+    );
+    assert_eq!(
+        field_definition("io.k8s.api.core.v1.Container", "nope"),
+        None
+    );
 }
 
 #[test]
@@ -107,26 +185,51 @@ fn extensions_are_on_the_schemas() {
     assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
     assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
     assert_eq!(containers["x-kubernetes-list-type"], "map");
-    assert_eq!(defs["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]["x-kubernetes-map-type"], "atomic");
+    assert_eq!(
+        defs["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]["x-kubernetes-map-type"],
+        "atomic"
+    );
+}
+
+/// The manifests of examples/, one object per YAML document.
+fn example(file: &str) -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_else(|e| panic!("examples/{file}: {e}"));
+    serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("examples/{file}: {e}"))
 }
 
 #[test]
-fn a_string_container_port_gives_go_decoders_message() {
-    let mut obj = deployment();
-    container_mut(&mut obj)["ports"][0]["containerPort"] = json!("8080s");
-    let out = check(rt("Deployment"), &obj);
+fn the_articles_deployment_gets_the_api_servers_message() {
+    // `containerPort: 8080s`, as published.
+    let objects = example("article/deployment-as-published.yaml");
+    let out = check(rt("Deployment"), &objects[0]);
     let err = out.decode_error().expect("a decoding error");
     assert_eq!(
         err.message,
         "json: cannot unmarshal string into Go struct field ContainerPort.spec.template.spec.containers.ports.containerPort of type int32"
     );
-    assert_eq!(err.path, "spec.template.spec.containers[0].ports[0].containerPort");
+    assert_eq!(
+        err.path,
+        "spec.template.spec.containers[0].ports[0].containerPort"
+    );
     assert_eq!(out.decode_errors.len(), 1);
+    assert!(out.unknown_fields.is_empty());
+}
+
+#[test]
+fn the_corrected_article_manifests_pass() {
+    for obj in example("service-test.yaml") {
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let out = check(rt(kind), &obj);
+        assert!(out.is_clean(), "{kind}: {out:?}");
+    }
 }
 
 #[test]
 fn type_mismatches_name_go_types() {
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Mutation, &str)> = vec![
         (
             Box::new(|o| o["spec"]["replicas"] = json!("two")),
             "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32",
@@ -195,7 +298,10 @@ fn a_fatal_error_wins_over_an_earlier_one_as_in_go() {
     container_mut(&mut obj)["resources"]["limits"]["cpu"] = json!("lots");
     let out = check(rt("Deployment"), &obj);
     assert_eq!(out.decode_errors.len(), 2);
-    assert_eq!(out.decode_error().map(|e| e.message.as_str()), Some(golang::QUANTITY_FORMAT));
+    assert_eq!(
+        out.decode_error().map(|e| e.message.as_str()),
+        Some(golang::QUANTITY_FORMAT)
+    );
 }
 
 #[test]
@@ -207,7 +313,13 @@ fn unknown_fields_are_reported_with_their_paths() {
     obj["metadata"]["annotations"]["free.form/key"] = json!("x");
     let out = check(rt("Deployment"), &obj);
     assert!(out.decode_errors.is_empty(), "{:?}", out.decode_errors);
-    assert_eq!(out.unknown_fields, vec!["spec.template.spec.containers[0].imagePullPolicyy", "spec.paused2"]);
+    assert_eq!(
+        out.unknown_fields,
+        vec![
+            "spec.template.spec.containers[0].imagePullPolicyy",
+            "spec.paused2"
+        ]
+    );
     assert_eq!(
         out.strict_decoding_message().as_deref(),
         Some(
@@ -230,7 +342,10 @@ fn an_extensions_v1beta1_ingress_backend_is_unknown_in_v1() {
     assert!(out.decode_errors.is_empty(), "{:?}", out.decode_errors);
     assert_eq!(
         out.unknown_fields,
-        vec!["spec.rules[0].http.paths[0].backend.serviceName", "spec.rules[0].http.paths[0].backend.servicePort"]
+        vec![
+            "spec.rules[0].http.paths[0].backend.serviceName",
+            "spec.rules[0].http.paths[0].backend.servicePort"
+        ]
     );
 }
 
@@ -287,6 +402,19 @@ fn valid_objects_pass() {
 }
 
 #[test]
+fn subresource_bodies_are_checked_too() {
+    let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web"},
+                       "spec": {"replicas": "3"}, "status": {"replicas": 2, "selector": "app=web"}});
+    let out = check_definition("io.k8s.api.autoscaling.v1.Scale", &scale);
+    assert_eq!(
+        out.decode_error().map(|e| e.message.as_str()),
+        Some("json: cannot unmarshal string into Go struct field ScaleSpec.spec.replicas of type int32")
+    );
+    let fine = json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 3}});
+    assert!(check_definition("io.k8s.api.autoscaling.v1.Scale", &fine).is_clean());
+}
+
+#[test]
 fn secret_data_must_be_base64() {
     let obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}, "data": {"password": "hunter2!"}});
     let out = check(rt("Secret"), &obj);
@@ -312,5 +440,9 @@ fn the_typed_backstop_reports_what_the_walk_lets_through() {
     obj["spec"]["template"]["spec"]["containers"] = json!([null]);
     let out = check(rt("Deployment"), &obj);
     let err = out.decode_error().expect("the backstop error");
-    assert!(err.message.starts_with("spec.template.spec.containers"), "{}", err.message);
+    assert!(
+        err.message.starts_with("spec.template.spec.containers"),
+        "{}",
+        err.message
+    );
 }

@@ -57,6 +57,42 @@ struct ServerArgs {
     /// Extra names for the serving certificate (IP addresses)
     #[arg(long = "tls-san", value_delimiter = ',')]
     tls_san: Vec<IpAddr>,
+    /// A node whose heartbeat (Lease) is older than this becomes NotReady: seconds, or "40s", "2m"
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// How long pods stay on a NotReady node before they are evicted, unless they tolerate longer: seconds, or "300s", "5m"
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pod_eviction_timeout: std::time::Duration,
+}
+
+/// A duration as plain seconds ("40") or with units ("40s", "5m", "1h30m", "500ms").
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration: use seconds (40) or units such as 40s, 5m, 1h30m, 500ms");
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => std::time::Duration::from_millis(n),
+            "s" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_secs(n * 60),
+            "h" => std::time::Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 #[derive(Parser, Debug)]
@@ -207,16 +243,49 @@ fn run_server(args: ServerArgs) -> Result<()> {
         let kubeconfig_path = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
         let kc = kubeconfig(&server_url(args.bind_address, running.addr.port()), &running.tls);
         write_private(&kubeconfig_path, kc.as_bytes())?;
+        let controllers = start_controllers(&args, &running).await?;
         if args.disable_agent {
             tracing::info!("node agent disabled (--disable-agent)");
         }
         tracing::info!(kubeconfig = %kubeconfig_path.display(), addr = %running.addr, "skiff server is ready");
         wait_for_signal().await;
         tracing::info!("shutting down");
+        controllers.stop().await;
         running.shutdown().await;
         drop(store);
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// The control loops, running against this server as its admin.
+struct Controllers {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Controllers {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn start_controllers(args: &ServerArgs, running: &skiff_apiserver::Running) -> Result<Controllers> {
+    let url = server_url(args.bind_address, running.addr.port());
+    let tls = &running.tls;
+    let client = skiff_controllers::client_from_pem(&url, &tls.ca_cert_pem, &tls.admin_cert_pem, &tls.admin_key_pem).await?;
+    let opts = skiff_controllers::ControllerOptions {
+        node_monitor_grace_period: args.node_monitor_grace_period,
+        pod_eviction_timeout: args.pod_eviction_timeout,
+        ..Default::default()
+    };
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        if let Err(e) = skiff_controllers::run(client, opts, rx).await {
+            tracing::error!(error = %e, "control loops stopped");
+        }
+    });
+    Ok(Controllers { stop, task })
 }
 
 async fn wait_for_signal() {

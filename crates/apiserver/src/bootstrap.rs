@@ -46,6 +46,14 @@ pub async fn run(api: &Api) -> Result<(), String> {
         }),
     )
     .await?;
+    if api.config.advertise.is_loopback() || api.config.advertise.is_unspecified() {
+        // Kubernetes refuses loopback endpoint addresses (pods could never reach them)
+        tracing::warn!(
+            advertise = %api.config.advertise,
+            "the `kubernetes` Service gets no endpoints: the advertised address is loopback; pass --node-ip"
+        );
+        return Ok(());
+    }
     let addr = api.config.advertise.to_string();
     ensure(
         api,

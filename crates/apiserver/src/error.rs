@@ -85,14 +85,17 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
-    /// 422 with every cause: `Service "x" is invalid: spec.ports[0].nodePort: Invalid value: ...`.
-    pub fn invalid(kind: &str, qualified: &str, name: &str, causes: Vec<Cause>) -> Self {
+    /// 422 with every cause: `Deployment.apps "x" is invalid: spec.replicas: Invalid value: ...`.
+    /// `details` names the Kind (not the resource), as Kubernetes' NewInvalid does.
+    pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
         let parts: Vec<String> = causes
             .iter()
             .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
             .collect();
         let joined = if parts.len() == 1 { parts[0].clone() } else { format!("[{}]", parts.join(", ")) };
-        let mut e = Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {joined}")).about(qualified, name);
+        let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let mut e = Self::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {joined}"))
+            .about(&qualified_kind, name);
         e.details.causes = causes;
         e
     }
@@ -240,9 +243,13 @@ mod tests {
     fn invalid_joins_causes_like_kubernetes() {
         let c =
             |f: &str| Cause { reason: "FieldValueInvalid".into(), message: "Invalid value: 1".into(), field: f.into() };
-        let one = ApiError::invalid("Service", "services", "s", vec![c("spec.a")]);
+        let one = ApiError::invalid("Service", "", "s", vec![c("spec.a")]);
         assert_eq!(one.message, "Service \"s\" is invalid: spec.a: Invalid value: 1");
-        let two = ApiError::invalid("Service", "services", "s", vec![c("spec.a"), c("spec.b")]);
+        let two = ApiError::invalid("Service", "", "s", vec![c("spec.a"), c("spec.b")]);
         assert_eq!(two.message, "Service \"s\" is invalid: [spec.a: Invalid value: 1, spec.b: Invalid value: 1]");
+        let d = ApiError::invalid("Deployment", "apps", "d", vec![c("spec.a")]);
+        assert_eq!(d.message, "Deployment.apps \"d\" is invalid: spec.a: Invalid value: 1");
+        assert_eq!(d.status()["details"]["kind"], "Deployment");
+        assert_eq!(d.status()["details"]["group"], "apps");
     }
 }

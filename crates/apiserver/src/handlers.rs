@@ -41,14 +41,25 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
 }
 
 /// Route a resource request to its verb.
-pub async fn handle(
-    api: &Api,
-    method: &Method,
-    t: &Target,
-    query: &Query,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn handle(api: &Api, method: &Method, t: &Target, query: &Query, headers: &HeaderMap, body: Bytes) -> Response {
+    // kubectl 1.32+ typed clients send protobuf bodies: turn them into JSON
+    // once, here, so every verb sees one format
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if skiff_api::protobuf::is_protobuf(ct) && !body.is_empty() {
+        return match skiff_api::protobuf::decode(&body) {
+            Ok(v) => {
+                let mut json_headers = headers.clone();
+                json_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let json = Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
+                route(api, method, t, query, &json_headers, json).await
+            }
+            Err(e) => ApiError::bad_request(e.to_string()).into_response(),
+        };
+    }
+    route(api, method, t, query, headers, body).await
+}
+
+async fn route(api: &Api, method: &Method, t: &Target, query: &Query, headers: &HeaderMap, body: Bytes) -> Response {
     let result = match (method.clone(), t.name.is_some(), t.subresource.as_deref()) {
         (Method::GET, false, None) if query.flag("watch") => crate::watch::watch(api, t, query, headers).await,
         (Method::GET, false, None) => list(api, t, query, headers).await,
@@ -438,7 +449,7 @@ fn random_suffix() -> String {
 fn invalid_from(rt: &ResourceType, name: &str, errs: Vec<skiff_api::validation::FieldError>) -> ApiError {
     let causes =
         errs.into_iter().map(|e| Cause { reason: e.reason.to_string(), message: e.message, field: e.field }).collect();
-    ApiError::invalid(rt.kind, &rt.qualified_plural(), name, causes)
+    ApiError::invalid(rt.kind, rt.group, name, causes)
 }
 
 /// Refuse writes into a namespace that is missing or terminating.
@@ -609,11 +620,16 @@ pub async fn create_object(
     }
     record_ownership(rt, None, &mut obj, own, None);
     let key = objects::key(rt, meta_str(&obj, "namespace"), &name);
+    // a Service that exists already is AlreadyExists, before any allocation
+    // could report its own addresses as taken
+    if rt.kind == "Service" && api.store.get(&key).await.ok().flatten().is_some() {
+        return Err(ApiError::already_exists(&rt.qualified_plural(), &name));
+    }
     let taken =
-        if rt.kind == "Service" { services::allocate(&api.alloc, &key, &mut obj, None).await? } else { Vec::new() };
+        if rt.kind == "Service" { services::allocate(&api.alloc, &services::owner(&key, &obj), &mut obj, None).await? } else { Vec::new() };
     let mut obj = objects::normalize(rt, obj);
     if dry_run {
-        services::release_all(&api.alloc, &key, &taken).await;
+        services::release_all(&api.alloc, &services::owner(&key, &obj), &taken).await;
         return Ok(obj);
     }
     let started = std::time::Instant::now();
@@ -625,7 +641,7 @@ pub async fn create_object(
             Ok(obj)
         }
         Err(e) => {
-            services::release_all(&api.alloc, &key, &taken).await;
+            services::release_all(&api.alloc, &services::owner(&key, &obj), &taken).await;
             Err(ApiError::from_store(e, &rt.qualified_plural(), &name))
         }
     }
@@ -763,14 +779,14 @@ pub async fn write_update(
             .await
             .map_err(|e| ApiError::from_store(e, &rt.qualified_plural(), &name))?;
         if rt.kind == "Service" {
-            services::release_all(&api.alloc, &key, &services::held(old)).await;
+            services::release_all(&api.alloc, &services::owner(&key, old), &services::held(old)).await;
         }
         let mut obj = new;
         objects::set_rv(&mut obj, gone.mod_revision);
         return Ok(Written { obj, created: false });
     }
     let taken = if rt.kind == "Service" && t.subresource.is_none() {
-        services::allocate(&api.alloc, &key, &mut new, Some(old)).await?
+        services::allocate(&api.alloc, &services::owner(&key, old), &mut new, Some(old)).await?
     } else {
         Vec::new()
     };
@@ -792,7 +808,7 @@ pub async fn write_update(
     }
     record_ownership(rt, Some(old), &mut candidate, own, t.subresource.as_deref());
     if dry_run {
-        services::release_all(&api.alloc, &key, &taken).await;
+        services::release_all(&api.alloc, &services::owner(&key, old), &taken).await;
         return Ok(Written { obj: candidate, created: false });
     }
     let started = std::time::Instant::now();
@@ -801,13 +817,13 @@ pub async fn write_update(
     match result {
         Ok(rev) => {
             if rt.kind == "Service" {
-                services::release_dropped(&api.alloc, &key, old, &candidate).await;
+                services::release_dropped(&api.alloc, &services::owner(&key, old), old, &candidate).await;
             }
             objects::set_rv(&mut candidate, rev);
             Ok(Written { obj: candidate, created: false })
         }
         Err(e) => {
-            services::release_all(&api.alloc, &key, &taken).await;
+            services::release_all(&api.alloc, &services::owner(&key, old), &taken).await;
             Err(match e {
                 StoreError::NotFound(_) => ApiError::not_found(&rt.qualified_plural(), &name),
                 e => ApiError::from_store(e, &rt.qualified_plural(), &name),
@@ -1059,7 +1075,7 @@ async fn bind(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: B
             let name = require_name(t);
             ApiError::invalid(
                 "Binding",
-                "bindings",
+                "",
                 name,
                 vec![Cause {
                     reason: "FieldValueRequired".into(),
@@ -1266,7 +1282,7 @@ async fn delete_one(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value
             match api.store.delete(&key, Some(old_rev)).await {
                 Ok((rev, _)) => {
                     if rt.kind == "Service" {
-                        services::release_all(&api.alloc, &key, &services::held(&old)).await;
+                        services::release_all(&api.alloc, &services::owner(&key, &old), &services::held(&old)).await;
                     }
                     let mut gone = old;
                     objects::set_rv(&mut gone, rev);

@@ -155,9 +155,37 @@ async fn read_body(req: Request) -> Result<bytes::Bytes, ApiError> {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY) {
+        drain(req.into_body()).await;
         return Err(ApiError::too_large());
     }
-    axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| ApiError::too_large())
+    let mut body = req.into_body();
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let Ok(frame) = frame else { return Err(ApiError::bad_request("the request body could not be read")) };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > MAX_BODY {
+                drain(body).await;
+                return Err(ApiError::too_large());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Read and drop what is left of an over-large body (up to a bound), so an
+/// HTTP/1.1 client that is still sending gets to read the 413 instead of a
+/// reset connection.
+async fn drain(mut body: Body) {
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    let mut seen = 0usize;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen < DRAIN_LIMIT {
+        match tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(&mut body)).await {
+            Ok(Some(Ok(frame))) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
 }
 
 fn public(api: &Api, path: &str) -> Response {

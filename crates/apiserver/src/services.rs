@@ -18,10 +18,17 @@ fn needs_cluster_ip(svc: &Value) -> bool {
     svc_type(svc) != "ExternalName"
 }
 
+/// Who holds an allocation: the Service's key and uid, so that a failed
+/// create of a second object under the same name can never claim (or
+/// release) what the existing Service holds.
+pub fn owner(key: &str, svc: &Value) -> String {
+    format!("{key}#{}", crate::objects::meta_str(svc, "uid").unwrap_or(""))
+}
+
 fn invalid(svc: &Value, field: String, value: String, detail: String) -> ApiError {
     let name = crate::objects::name_of(svc);
     let message = format!("Invalid value: {value}: {detail}");
-    ApiError::invalid("Service", "services", name, vec![Cause { reason: "FieldValueInvalid".into(), message, field }])
+    ApiError::invalid("Service", "", name, vec![Cause { reason: "FieldValueInvalid".into(), message, field }])
 }
 
 /// Allocate what a new (or changed) Service needs. `old` is the stored

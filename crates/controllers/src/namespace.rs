@@ -1,0 +1,138 @@
+//! The namespace controller: a Terminating namespace (deletionTimestamp and
+//! the `kubernetes` finalizer in spec.finalizers) is emptied (every
+//! namespaced type the server serves, deleted collection by collection),
+//! and once nothing is left its finalizer is removed through
+//! `PUT /api/v1/namespaces/NAME/finalize`, after which the API server
+//! deletes it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, PropagationPolicy};
+use kube::ResourceExt;
+
+use crate::context::{api_resource, Ctx, Key};
+use crate::runtime::{run_workers, Action, WorkQueue};
+use crate::time::now_time;
+
+const FINALIZER: &str = "kubernetes";
+
+struct Nc {
+    ctx: Arc<Ctx>,
+    queue: Arc<WorkQueue<Key>>,
+}
+
+pub fn start(ctx: Arc<Ctx>) -> impl Future<Output = ()> + Send + 'static {
+    let nc = Arc::new(Nc { queue: WorkQueue::new(), ctx: ctx.clone() });
+    {
+        let q = nc.queue.clone();
+        ctx.informers.namespaces.on_change(move |c| {
+            if c.object().metadata.deletion_timestamp.is_some() {
+                q.add(Key::of(&**c.object()));
+            }
+        });
+    }
+    async move {
+        if !nc.ctx.wait_synced().await {
+            return;
+        }
+        let this = nc.clone();
+        run_workers("namespace", nc.queue.clone(), 2, nc.ctx.stop.clone(), move |key| {
+            let this = this.clone();
+            async move { this.reconcile(key).await }
+        })
+        .await;
+    }
+}
+
+impl Nc {
+    async fn reconcile(&self, key: Key) -> Result<Action, kube::Error> {
+        let Some(ns) = self.ctx.informers.namespaces.store().get(&key.store_ref()) else {
+            return Ok(Action::await_change());
+        };
+        let finalizers = ns.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
+        if ns.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == FINALIZER) {
+            return Ok(Action::await_change());
+        }
+        let name = ns.name_any();
+        let mut remaining = 0usize;
+        let mut with_finalizers = Vec::new();
+        for rt in skiff_api::catalogue::all().iter().filter(|rt| rt.namespaced) {
+            let ar = api_resource(rt);
+            let api: Api<DynamicObject> = Api::namespaced_with(self.ctx.client.clone(), &name, &ar);
+            let list = api.list(&ListParams::default()).await?;
+            if list.items.is_empty() {
+                continue;
+            }
+            let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+            for obj in &list.items {
+                if obj.metadata.deletion_timestamp.is_none() {
+                    match api.delete(&obj.name_any(), &dp).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if obj.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
+                    with_finalizers.extend(obj.metadata.finalizers.iter().flatten().cloned());
+                }
+            }
+            // what is still there after the deletes (graceful pods, finalizers)
+            remaining += api.list(&ListParams::default()).await?.items.len();
+        }
+        if remaining > 0 {
+            self.set_conditions(&ns, remaining, &with_finalizers).await;
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+        let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "resourceVersion": ns.resource_version()},
+            "spec": {"finalizers": rest},
+        });
+        let api: Api<Namespace> = Api::all(self.ctx.client.clone());
+        match api.replace_subresource("finalize", &name, &PostParams::default(), &body).await {
+            Ok(_) => {
+                tracing::info!(namespace = %name, "namespace emptied and finalized");
+                Ok(Action::await_change())
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(Action::await_change()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The conditions Kubernetes shows on a namespace that is emptying.
+    async fn set_conditions(&self, ns: &Namespace, remaining: usize, finalizers: &[String]) {
+        let mut conds = vec![NamespaceCondition {
+            type_: "NamespaceContentRemaining".into(),
+            status: "True".into(),
+            reason: Some("SomeResourcesRemain".into()),
+            message: Some(format!("Some resources are remaining: {remaining} objects")),
+            last_transition_time: Some(now_time()),
+        }];
+        if !finalizers.is_empty() {
+            let mut f = finalizers.to_vec();
+            f.sort();
+            f.dedup();
+            conds.push(NamespaceCondition {
+                type_: "NamespaceFinalizersRemaining".into(),
+                status: "True".into(),
+                reason: Some("SomeFinalizersRemain".into()),
+                message: Some(format!("Some content in the namespace has finalizers remaining: {}", f.join(", "))),
+                last_transition_time: Some(now_time()),
+            });
+        }
+        let old = ns.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let same = old.len() == conds.len()
+            && old.iter().zip(&conds).all(|(a, b)| a.type_ == b.type_ && a.message == b.message && a.status == b.status);
+        if same {
+            return;
+        }
+        let patch = serde_json::json!({"status": {"conditions": conds}});
+        let api: Api<Namespace> = Api::all(self.ctx.client.clone());
+        let _ = api.patch_status(&ns.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await;
+    }
+}
