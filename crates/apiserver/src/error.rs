@@ -88,10 +88,14 @@ impl ApiError {
     /// 422 with every cause: `Deployment.apps "x" is invalid: spec.replicas: Invalid value: ...`.
     /// `details` names the Kind (not the resource), as Kubernetes' NewInvalid does.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let parts: Vec<String> = causes
-            .iter()
-            .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
-            .collect();
+        let mut parts: Vec<String> = Vec::with_capacity(causes.len());
+        for c in &causes {
+            let p = if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) };
+            // Kubernetes lists a repeated message once (the causes keep every one)
+            if !parts.contains(&p) {
+                parts.push(p);
+            }
+        }
         let joined = if parts.len() == 1 { parts[0].clone() } else { format!("[{}]", parts.join(", ")) };
         let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let mut e = Self::new(422, "Invalid", format!("{qualified_kind} \"{name}\" is invalid: {joined}"))

@@ -610,6 +610,9 @@ pub async fn create_object(
     }
     prepare_new(rt, &mut obj);
     skiff_api::defaults::apply(rt, &mut obj);
+    if rt.kind == "Service" {
+        skiff_api::validation::normalize_service(None, &mut obj);
+    }
     let errs = skiff_api::validation::validate(rt, &obj);
     if !errs.is_empty() {
         return Err(invalid_from(rt, &name, errs));
@@ -761,10 +764,15 @@ pub async fn write_update(
     if rt.kind == "Secret" {
         fold_string_data(&mut new);
     }
-    if t.subresource.is_none() {
+    let errs = if t.subresource.is_none() {
         skiff_api::defaults::apply(rt, &mut new);
-    }
-    let errs = skiff_api::validation::validate(rt, &new);
+        if rt.kind == "Service" {
+            skiff_api::validation::normalize_service(Some(old), &mut new);
+        }
+        skiff_api::validation::validate_update(rt, old, &new)
+    } else {
+        skiff_api::validation::validate_status_update(rt, old, &new)
+    };
     if !errs.is_empty() {
         return Err(invalid_from(rt, &name, errs));
     }
