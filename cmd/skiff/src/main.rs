@@ -142,24 +142,30 @@ fn parse_service_cidr(s: &str) -> Result<ipnet::Ipv4Net> {
 }
 
 /// The join token: given, or read from the data dir, or generated once.
+/// The secret of the join token: from --token (a bare secret or a full
+/// `K10<ca hash>::server:<secret>` token), else from `<data-dir>/token`,
+/// else generated. The full token is written after TLS exists (`write_token`).
 fn join_token(data_dir: &Path, given: Option<String>) -> Result<String> {
-    let path = data_dir.join("token");
     if let Some(t) = given {
         if t.trim().is_empty() {
             bail!("--token: the token must not be empty");
         }
-        write_private(&path, t.trim().as_bytes())?;
-        return Ok(t.trim().to_string());
+        return Ok(skiff_apiserver::tls::parse_token(t.trim()).1.to_string());
     }
-    match fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+    match fs::read_to_string(data_dir.join("token")) {
+        Ok(t) if !t.trim().is_empty() => Ok(skiff_apiserver::tls::parse_token(t.trim()).1.to_string()),
         _ => {
             let bytes: [u8; 24] = rand_bytes();
-            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            write_private(&path, token.as_bytes())?;
-            Ok(token)
+            Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
         }
     }
+}
+
+/// Write `<data-dir>/token` in k3s' form, which lets a joining node check the
+/// CA it downloads from the server.
+fn write_token(data_dir: &Path, tls: &skiff_apiserver::tls::ClusterTls, secret: &str) -> Result<()> {
+    let token = skiff_apiserver::tls::full_token(&tls.ca_hash(), secret);
+    write_private(&data_dir.join("token"), token.as_bytes())
 }
 
 fn rand_bytes() -> [u8; 24] {
@@ -239,7 +245,9 @@ fn run_server(args: ServerArgs) -> Result<()> {
             node_port_range: node_ports,
             node_token: token,
         };
+        let secret = config.node_token.clone();
         let running = skiff_apiserver::start(config, store.clone()).await?;
+        write_token(&args.data_dir, &running.tls, &secret)?;
         let kubeconfig_path = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
         let kc = kubeconfig(&server_url(args.bind_address, running.addr.port()), &running.tls);
         write_private(&kubeconfig_path, kc.as_bytes())?;

@@ -64,10 +64,7 @@ async fn route(api: &Api, method: &Method, t: &Target, query: &Query, headers: &
         (Method::GET, false, None) if query.flag("watch") => crate::watch::watch(api, t, query, headers).await,
         (Method::GET, false, None) => list(api, t, query, headers).await,
         (Method::GET, true, Some("scale")) => get_scale(api, t).await,
-        (Method::GET, true, Some("log")) => Err(ApiError::bad_request(format!(
-            "pod {:?} has no running node agent to read logs from",
-            t.name.as_deref().unwrap_or("")
-        ))),
+        (Method::GET, true, Some("log")) => crate::nodeproxy::pod_logs(api, t, query).await,
         (Method::GET, true, None | Some("status")) if query.flag("watch") => {
             crate::watch::watch(api, t, query, headers).await
         }

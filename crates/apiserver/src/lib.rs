@@ -13,6 +13,7 @@ mod error;
 mod handlers;
 mod listener;
 mod metrics;
+mod nodeproxy;
 mod objects;
 mod patch;
 mod query;
@@ -43,7 +44,8 @@ pub struct Config {
     pub advertise: IpAddr,
     pub service_cidr: ipnet::Ipv4Net,
     pub node_port_range: (u16, u16),
-    /// The join token nodes present as a bearer token.
+    /// The secret of the join token nodes present as a bearer token (the
+    /// part after `::server:` in `K10<ca hash>::server:<secret>`).
     pub node_token: String,
 }
 
@@ -53,6 +55,9 @@ pub struct Api {
     pub(crate) alloc: alloc::Allocator,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) config: Config,
+    pub(crate) tls: tls::ClusterTls,
+    /// TLS towards node agents (pods/log and, later, exec and port-forward).
+    pub(crate) agent_tls: Arc<rustls::ClientConfig>,
 }
 
 pub type SharedApi = Arc<Api>;

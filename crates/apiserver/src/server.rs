@@ -64,11 +64,14 @@ pub async fn start(config: Config, store: DynStore) -> Result<Running, StartErro
         .await
         .map_err(|source| StartError::Bind { addr: config.bind, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
+    let agent_tls = tls.agent_client_config()?;
     let api: SharedApi = Arc::new(Api {
         alloc: Allocator::new(store.clone(), ranges),
         store,
         metrics: Metrics::new(),
         config: Config { bind: addr, ..config },
+        tls: tls.clone(),
+        agent_tls,
     });
     crate::bootstrap::run(&api).await.map_err(StartError::Bootstrap)?;
     let router = Router::new().fallback(dispatch).with_state(api);
@@ -80,7 +83,7 @@ pub async fn start(config: Config, store: DynStore) -> Result<Running, StartErro
 
 /// Paths anyone may read, as Kubernetes' system:public-info-viewer allows.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
+    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/" | "/cacerts")
         || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
@@ -92,7 +95,12 @@ fn authenticate(api: &Api, req: &Request) -> Option<(String, Vec<String>)> {
     }
     let auth = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = auth.strip_prefix("Bearer ")?.trim();
-    if !api.config.node_token.is_empty() && constant_time_eq(token.as_bytes(), api.config.node_token.as_bytes()) {
+    let (hash, secret) = crate::tls::parse_token(token);
+    // a token that names a CA must name ours
+    if hash.is_some_and(|h| !constant_time_eq(h.as_bytes(), api.tls.ca_hash().as_bytes())) {
+        return None;
+    }
+    if !api.config.node_token.is_empty() && constant_time_eq(secret.as_bytes(), api.config.node_token.as_bytes()) {
         return Some(("system:node".into(), vec!["system:nodes".into(), "system:authenticated".into()]));
     }
     None
@@ -144,6 +152,13 @@ async fn dispatch(State(api): State<SharedApi>, req: Request) -> Response {
             let r = crate::discovery::answer(&route, &headers, &addr).unwrap_or_else(IntoResponse::into_response);
             (r, "GET", "discovery")
         }
+        Ok(None) if path == crate::nodeproxy::NODE_CERT_PATH => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(e) => return e.into_response(),
+            };
+            (crate::nodeproxy::issue_certificate(&api, &body), "POST", "nodecertificates")
+        }
         Ok(None) => (non_resource(&api, &method, &path, &query), "GET", "nonresource"),
         Err(e) => (e.into_response(), "GET", "unknown"),
     };
@@ -191,10 +206,12 @@ async fn drain(mut body: Body) {
 fn public(api: &Api, path: &str) -> Response {
     match path {
         "/version" | "/version/" => json_response(StatusCode::OK, &version()),
-        _ => {
-            let _ = api;
-            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()
+        // the CA a joining node downloads and checks against its token's hash
+        "/cacerts" => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], api.tls.ca_cert_pem.clone())
+                .into_response()
         }
+        _ => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response(),
     }
 }
 

@@ -29,8 +29,15 @@ pub enum TlsError {
 }
 
 /// PEM material of the cluster, as loaded or generated.
+#[derive(Clone)]
 pub struct ClusterTls {
     pub ca_cert_pem: String,
+    /// The CA's key: the server issues node serving certificates with it.
+    pub ca_key_pem: String,
+    /// The API server's client certificate towards node agents (CN
+    /// `kube-apiserver-kubelet-client`, O `system:masters`).
+    pub apiserver_client_cert_pem: String,
+    pub apiserver_client_key_pem: String,
     pub server_cert_pem: String,
     pub server_key_pem: String,
     pub admin_cert_pem: String,
@@ -176,8 +183,71 @@ impl ClusterTls {
                 (cert.pem(), key.serialize_pem())
             }
         };
-        Ok(ClusterTls { ca_cert_pem, server_cert_pem, server_key_pem, admin_cert_pem, admin_key_pem })
+        let (apiserver_client_cert_pem, apiserver_client_key_pem) = leaf_pair(
+            dir,
+            "apiserver-kubelet-client",
+            &issuer,
+            "kube-apiserver-kubelet-client",
+            Some("system:masters"),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+        let ca_key_pem = ca_key.serialize_pem();
+        Ok(ClusterTls {
+            ca_cert_pem,
+            ca_key_pem,
+            apiserver_client_cert_pem,
+            apiserver_client_key_pem,
+            server_cert_pem,
+            server_key_pem,
+            admin_cert_pem,
+            admin_key_pem,
+        })
     }
+
+    /// Issue a serving certificate for a node agent's HTTPS endpoint,
+    /// signed by the cluster CA, for the node's name and addresses.
+    pub fn issue_node_serving(&self, node: &str, ips: &[IpAddr]) -> Result<(String, String), TlsError> {
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem)
+            .map_err(|e| TlsError::Parse { path: PathBuf::from("ca.key"), message: e.to_string() })?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert_pem, &ca_key)
+            .map_err(|e| TlsError::Parse { path: PathBuf::from("ca.crt"), message: e.to_string() })?;
+        let key = KeyPair::generate().map_err(gen_err("node serving key"))?;
+        let mut params =
+            leaf_params(&format!("system:node:{node}"), Some("system:nodes"), ExtendedKeyUsagePurpose::ServerAuth);
+        let mut sans = vec![SanType::DnsName(node.to_string().try_into().map_err(gen_err("node name"))?)];
+        sans.push(SanType::DnsName("localhost".to_string().try_into().map_err(gen_err("node name"))?));
+        sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.subject_alt_names = sans;
+        let cert = params.signed_by(&key, &issuer).map_err(gen_err("node serving certificate"))?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// sha256 of the CA certificate (PEM), hex: the hash in k3s-style join
+    /// tokens (`K10<hash>::server:<secret>`), which lets a joining node check
+    /// the CA it downloads.
+    pub fn ca_hash(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.ca_cert_pem.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A rustls client configuration for talking to node agents: trust the
+    /// cluster CA, present the API server's client certificate.
+    pub fn agent_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in parse_certs(&self.ca_cert_pem, "ca.crt")? {
+            roots.add(c)?;
+        }
+        let certs = parse_certs(&self.apiserver_client_cert_pem, "apiserver-kubelet-client.crt")?;
+        let key = parse_key(&self.apiserver_client_key_pem, "apiserver-kubelet-client.key")?;
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)?;
+        Ok(Arc::new(config))
+    }
+
 
     /// Read existing material without generating anything.
     pub fn load(dir: &Path) -> Result<Self, TlsError> {
@@ -187,6 +257,9 @@ impl ClusterTls {
         };
         Ok(ClusterTls {
             ca_cert_pem: get("ca.crt")?,
+            ca_key_pem: get("ca.key")?,
+            apiserver_client_cert_pem: get("apiserver-kubelet-client.crt")?,
+            apiserver_client_key_pem: get("apiserver-kubelet-client.key")?,
             server_cert_pem: get("serving.crt")?,
             server_key_pem: get("serving.key")?,
             admin_cert_pem: get("admin.crt")?,
@@ -246,6 +319,45 @@ pub fn identity_from_cert(der: &[u8]) -> Option<(String, Vec<String>)> {
     Some((user, groups))
 }
 
+/// Load a leaf certificate and key from `dir/<file>.{crt,key}`, or issue them.
+fn leaf_pair(
+    dir: &Path,
+    file: &str,
+    issuer: &Issuer<'_, &KeyPair>,
+    common_name: &str,
+    organization: Option<&str>,
+    eku: ExtendedKeyUsagePurpose,
+) -> Result<(String, String), TlsError> {
+    let cert_path = dir.join(format!("{file}.crt"));
+    let key_path = dir.join(format!("{file}.key"));
+    if let (Some(c), Some(k)) = (read(&cert_path)?, read(&key_path)?) {
+        return Ok((c, k));
+    }
+    let key = KeyPair::generate().map_err(gen_err("client key"))?;
+    let params = leaf_params(common_name, organization, eku);
+    let cert = params.signed_by(&key, issuer).map_err(gen_err("client certificate"))?;
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    write_private(&cert_path, cert.pem().as_bytes())?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A join token in k3s' form: `K10<ca sha256>::server:<secret>`.
+pub fn full_token(ca_hash: &str, secret: &str) -> String {
+    format!("K10{ca_hash}::server:{secret}")
+}
+
+/// The secret part of a token (`K10<hash>::<user>:<secret>` or a bare secret),
+/// and the CA hash it names, if any.
+pub fn parse_token(token: &str) -> (Option<&str>, &str) {
+    match token.strip_prefix("K10").and_then(|rest| rest.split_once("::")) {
+        Some((hash, user_secret)) => {
+            let secret = user_secret.split_once(':').map_or(user_secret, |(_, s)| s);
+            (Some(hash), secret)
+        }
+        None => (None, token),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +380,16 @@ mod tests {
         let c = ClusterTls::load_or_generate(dir.path(), &more).unwrap();
         assert_eq!(a.ca_cert_pem, c.ca_cert_pem);
         assert_ne!(a.server_cert_pem, c.server_cert_pem);
+        let (cert, _) = a.issue_node_serving("node-1", &["192.0.2.9".parse().unwrap()]).unwrap();
+        let der = parse_certs(&cert, "node").unwrap();
+        assert_eq!(identity_from_cert(&der[0]).unwrap().0, "system:node:node-1");
+        a.agent_client_config().unwrap();
+    }
+
+    #[test]
+    fn tokens_carry_the_ca_hash() {
+        let t = full_token("abc", "s3cret");
+        assert_eq!(parse_token(&t), (Some("abc"), "s3cret"));
+        assert_eq!(parse_token("plain"), (None, "plain"));
     }
 }

@@ -94,6 +94,9 @@ where
     writer: Mutex<Option<reflector::store::Writer<K>>>,
     handlers: RwLock<Vec<Handler<K>>>,
     label_selector: Option<String>,
+    /// True once the first list is in the store. (The store's own
+    /// `wait_until_ready` wakes only one of several waiters.)
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 impl<K> Informer<K>
@@ -120,6 +123,7 @@ where
             writer: Mutex::new(Some(writer)),
             handlers: RwLock::new(Vec::new()),
             label_selector,
+            synced: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -149,7 +153,8 @@ where
 
     /// Whether the first list has arrived.
     pub async fn synced(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// Watch until `stop` fires. Runs once per informer.
@@ -172,13 +177,14 @@ where
             let event = match next {
                 None => return,
                 Some(Err(e)) => {
-                    tracing::debug!(error = %e, "watch error; retrying");
+                    tracing::warn!(api = %self.api.resource_url(), error = %e, "watch error; retrying");
                     continue;
                 }
                 Some(Ok(e)) => e,
             };
             match &event {
                 watcher::Event::Apply(obj) => {
+                    tracing::trace!(api = %self.api.resource_url(), name = ?obj.meta().name, "applied");
                     let key = ObjectRef::from_obj_with(obj, self.dyntype.clone());
                     let old = self.store.get(&key);
                     writer.apply_watcher_event(&event);
@@ -203,6 +209,8 @@ where
                 watcher::Event::InitApply(_) => writer.apply_watcher_event(&event),
                 watcher::Event::InitDone => {
                     writer.apply_watcher_event(&event);
+                    tracing::debug!(api = %self.api.resource_url(), objects = self.store.len(), "listed");
+                    self.synced.send_replace(true);
                     let mut before = before_relist.take().unwrap_or_default();
                     for new in self.store.state() {
                         let key = ObjectRef::from_obj_with(&*new, self.dyntype.clone());
@@ -362,6 +370,7 @@ where
     E: std::fmt::Display,
 {
     let f = Arc::new(f);
+    tracing::debug!(controller = name, workers, "workers starting");
     let mut tasks = Vec::new();
     for _ in 0..workers.max(1) {
         let queue = queue.clone();
