@@ -9,13 +9,11 @@ KUBECTL_DIR ?= /usr/lib/google-cloud-sdk/bin
 
 .PHONY: setup build run test lint bench clean-e2e
 
-# System packages the build and the tests need (Debian). Safe to run twice.
+# System packages the build and the tests need (Debian), and containerd
+# running. Safe to run twice.
 setup:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup) first"; exit 1; }
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in ca-certificates; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi; \
-	fi
+	./scripts/setup.sh
 	@ls $(KUBECTL_DIR)/kubectl.1.* >/dev/null 2>&1 || echo "note: no versioned kubectl in $(KUBECTL_DIR); the kubectl tests need them"
 
 build:
