@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod config_file;
+
 #[derive(Parser, Debug)]
 #[command(name = "skiff", version, about = "A single-binary orchestrator that speaks the Kubernetes API")]
 struct Cli {
@@ -27,6 +29,9 @@ enum Command {
 
 #[derive(Parser, Debug, Clone)]
 struct ServerArgs {
+    /// YAML file of flags (keys are the flag names, e.g. `data-dir: /srv/skiff`); command-line flags win
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Folder for state: the store, TLS material, the join token, the kubeconfig
     #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
     data_dir: PathBuf,
@@ -109,7 +114,13 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match config_file::expand(std::env::args_os().collect()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("skiff: {e:#}");
+            std::process::exit(1);
+        }
+    };
     let result = match cli.command {
         Command::Server(args) => run_server(args),
         Command::Kubeconfig(args) => print_kubeconfig(args),
@@ -281,7 +292,8 @@ impl Controllers {
 async fn start_controllers(args: &ServerArgs, running: &skiff_apiserver::Running) -> Result<Controllers> {
     let url = server_url(args.bind_address, running.addr.port());
     let tls = &running.tls;
-    let client = skiff_controllers::client_from_pem(&url, &tls.ca_cert_pem, &tls.admin_cert_pem, &tls.admin_key_pem).await?;
+    let client =
+        skiff_controllers::client_from_pem(&url, &tls.ca_cert_pem, &tls.admin_cert_pem, &tls.admin_key_pem).await?;
     let opts = skiff_controllers::ControllerOptions {
         node_monitor_grace_period: args.node_monitor_grace_period,
         pod_eviction_timeout: args.pod_eviction_timeout,
