@@ -60,6 +60,9 @@ impl Renderer {
     /// an object that stops matching is DELETED for this watcher, one that
     /// starts matching is ADDED.
     fn render(&mut self, ev: &Event) -> Option<Bytes> {
+        if self.out == Output::Json && self.filters.is_empty() {
+            return Some(splice_line(ev)?);
+        }
         let now = ev.value.as_deref().and_then(|b| objects::decode(b, ev.revision));
         let before = ev.prev_value.as_deref().and_then(|b| objects::decode(b, ev.revision));
         let now_matches = now.as_ref().is_some_and(|o| self.matches(o));
@@ -77,6 +80,24 @@ impl Renderer {
             },
         }
     }
+}
+
+/// The event line straight from the stored bytes, without parsing them:
+/// the common case of a watch with no selectors (controllers, `-o json`).
+/// The key prefix (or exact key) already chose the objects.
+fn splice_line(ev: &Event) -> Option<Bytes> {
+    let (kind, stored): (&[u8], &[u8]) = match ev.kind {
+        EventKind::Put if ev.prev_value.is_some() => (b"MODIFIED", ev.value.as_deref()?),
+        EventKind::Put => (b"ADDED", ev.value.as_deref()?),
+        EventKind::Delete => (b"DELETED", ev.prev_value.as_deref()?),
+    };
+    let mut out = Vec::with_capacity(stored.len() + 48);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind);
+    out.extend_from_slice(b"\",\"object\":");
+    objects::write_with_rv(&mut out, stored, ev.revision);
+    out.extend_from_slice(b"}\n");
+    Some(Bytes::from(out))
 }
 
 fn error_line(e: &ApiError) -> Bytes {
