@@ -62,6 +62,7 @@ pub struct ApiFigures {
     /// baselines' value sizes.
     pub configmap_value: Bytes,
     pub pod_value: Bytes,
+    pub patch: crate::patch::PatchFigures,
     pub cpu: Vec<CpuUse>,
 }
 
@@ -152,6 +153,9 @@ pub async fn run(server: &mut Server, plan: &Plan) -> Result<ApiFigures> {
     let (fanout, fanout_write) = watch_fanout(&endpoint, &one, plan).await?;
     server.check_alive()?;
 
+    let patch = crate::patch::run(&conns, plan, pid, &mut cpu).await?;
+    server.check_alive()?;
+
     Ok(ApiFigures {
         idle_rss,
         create1,
@@ -166,6 +170,7 @@ pub async fn run(server: &mut Server, plan: &Plan) -> Result<ApiFigures> {
         fanout_write,
         configmap_value,
         pod_value,
+        patch,
         cpu,
     })
 }

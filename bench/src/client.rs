@@ -123,13 +123,25 @@ impl Conn {
         accept: &str,
         body: Option<Bytes>,
     ) -> Result<http::Response<Incoming>> {
+        self.start_typed(method, path, accept, "application/json", body).await
+    }
+
+    /// [`Conn::start`] with a body of `content_type` (the patch types).
+    pub async fn start_typed(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        content_type: &str,
+        body: Option<Bytes>,
+    ) -> Result<http::Response<Incoming>> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header(header::ACCEPT, accept)
             .header(header::USER_AGENT, "skiff-bench");
         if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+            req = req.header(header::CONTENT_TYPE, content_type);
         }
         let req = req.body(Full::new(body.unwrap_or_default()))?;
         let mut send = self.send.clone();
@@ -145,21 +157,34 @@ impl Conn {
         body: Option<Bytes>,
         want: StatusCode,
     ) -> Result<Bytes> {
+        let (status, bytes) = self.exchange(method.clone(), path, accept, "application/json", body).await?;
+        if status != want {
+            bail!("{method} {path}: {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]));
+        }
+        Ok(bytes)
+    }
+
+    /// Send a body of `content_type` and read the whole answer, whatever its
+    /// status.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        content_type: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes)> {
         let what = format!("{method} {path}");
         let exchange = async {
-            let resp = self.start(method, path, accept, body).await?;
+            let resp = self.start_typed(method, path, accept, content_type, body).await?;
             let status = resp.status();
             let bytes = resp.into_body().collect().await?.to_bytes();
             Ok::<_, anyhow::Error>((status, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .map_err(|_| anyhow!("{what}: no answer within {REQUEST_TIMEOUT:?}"))?
-            .with_context(|| what.clone())?;
-        if status != want {
-            bail!("{what}: {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)]));
-        }
-        Ok(bytes)
+            .with_context(|| what.clone())
     }
 
     pub async fn get_json(&self, path: &str) -> Result<Bytes> {

@@ -120,3 +120,37 @@ where
     // Throughput is not the point of an open loop; elapsed is the schedule.
     Ok(Sample::new(duration, latencies))
 }
+
+/// Run `workers` tasks until `max_time` has passed: worker `w` calls
+/// `op(w, n)` for n = 0, 1, 2, … up to `max_per_worker`, one at a time, so
+/// each worker may keep state of its own (an object it owns).
+pub async fn worker_loop<F, Fut>(workers: usize, max_per_worker: usize, max_time: Duration, op: F) -> Result<Sample>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let deadline = started + max_time;
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let op = Arc::clone(&op);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for n in 0..max_per_worker {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let t = Instant::now();
+                op(w, n).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.context("load worker panicked")??);
+    }
+    Ok(Sample::new(started.elapsed(), all))
+}

@@ -1,5 +1,6 @@
 //! `skiff-bench`: the figures of the "API server core" issue, each beside a
-//! baseline measured in the same run. It starts a real `skiff server
+//! baseline measured in the same run, and the patch figures of the "API
+//! semantics" issue beside plain PUT. It starts a real `skiff server
 //! --disable-agent` on 127.0.0.1 with a temp data dir, drives its HTTPS API,
 //! stops it, measures the store alone with the same values and concurrency,
 //! prints a markdown table to stdout (progress goes to stderr) and writes it
@@ -12,6 +13,7 @@ mod api;
 mod baseline;
 mod client;
 mod load;
+mod patch;
 mod report;
 mod server;
 mod sys;
@@ -61,6 +63,8 @@ pub struct Plan {
     pub list_rounds: usize,
     pub watchers: usize,
     pub fanout_rounds: usize,
+    /// Each patch kind (strategic merge, server-side apply, PUT) runs this long.
+    pub patch_time: Duration,
 }
 
 impl Plan {
@@ -84,6 +88,7 @@ impl Plan {
             list_rounds: 5,
             watchers: if full { 1_000 } else { 100 },
             fanout_rounds: args.fanout_rounds.clamp(1, 1_000),
+            patch_time: pick(3, 500),
         }
     }
 }

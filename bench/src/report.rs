@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use crate::api::ApiFigures;
 use crate::baseline::StoreFigures;
 use crate::load::{median, Sample};
+use crate::patch::PatchFigures;
 use crate::sys::Machine;
 use crate::Plan;
 
@@ -166,6 +167,7 @@ pub fn rows(api: &ApiFigures, store: &StoreFigures, plan: &Plan) -> Vec<Row> {
         target: none(),
         met: none(),
     });
+    rows.extend(patch_rows(&api.patch));
     rows.push(Row {
         figure: format!("idle RSS, {:?} after start", plan.idle),
         skiff: format!("{:.1} MiB", api.idle_rss as f64 / (1 << 20) as f64),
@@ -174,6 +176,32 @@ pub fn rows(api: &ApiFigures, store: &StoreFigures, plan: &Plan) -> Vec<Row> {
         target: format!("≤ {} MiB", TARGET_RSS >> 20),
         met: met(api.idle_rss <= TARGET_RSS),
     });
+    rows
+}
+
+/// Strategic merge and server-side apply, each beside PUT of the known object.
+fn patch_rows(p: &PatchFigures) -> Vec<Row> {
+    let none = || "—".to_string();
+    let clients = crate::patch::CLIENTS;
+    let mut rows = Vec::new();
+    for (kind, s) in [("strategic merge patches", &p.smp), ("server-side applies", &p.ssa)] {
+        rows.push(Row {
+            figure: format!("{kind}/s, {clients} clients, 1 of {} images", crate::patch::CONTAINERS),
+            skiff: rate(s.rate()),
+            baseline: format!("PUT {}", rate(p.put.rate())),
+            ratio: ratio(s.rate(), p.put.rate()),
+            target: none(),
+            met: none(),
+        });
+        rows.push(Row {
+            figure: format!("  latency p50 / p99, {kind}"),
+            skiff: p50_p99(s),
+            baseline: format!("PUT {}", p50_p99(&p.put)),
+            ratio: format!("{} (p99)", ratio(s.pct(99.0).as_secs_f64(), p.put.pct(99.0).as_secs_f64())),
+            target: none(),
+            met: none(),
+        });
+    }
     rows
 }
 
@@ -235,6 +263,18 @@ pub fn notes(api: &ApiFigures, store: &StoreFigures, machine: &Machine, plan: &P
             c.wall
         );
     }
+    let _ = writeln!(
+        s,
+        "- Patches: {} clients, each on its own paused Deployment of {} containers with zero replicas ({} bytes as the API returns it), {:?} per kind. Strategic merge is `kubectl set image`'s patch (`$setElementOrder/containers` and one image); server-side apply sends the whole configuration with one image changed (one field manager, no conflicts); the baseline PUT sends the client's last copy of the object with one image changed ({} PUTs met a 409 and were sent again after a GET, inside the operation's time). Every answer is checked, and afterwards every Deployment's generation counts every change. Server CPU per operation: strategic merge {}, server-side apply {}, PUT {}.",
+        crate::patch::CLIENTS,
+        crate::patch::CONTAINERS,
+        api.patch.object_bytes,
+        plan.patch_time,
+        api.patch.put_conflicts,
+        ms(Duration::from_secs_f64(api.patch.cpu_per_op[0])),
+        ms(Duration::from_secs_f64(api.patch.cpu_per_op[1])),
+        ms(Duration::from_secs_f64(api.patch.cpu_per_op[2]))
+    );
     let writes = median(api.fanout_write.clone());
     let _ = writeln!(s, "- Watch fan-out is timed from sending the write to the last watcher reading its event line; it includes the write's own latency (median {}).", ms(writes));
     let _ = writeln!(s, "- Data dirs on {}.", machine.tmp_fs);

@@ -10,9 +10,7 @@ fn main() {
     let output = out_dir.join("pause");
     let compiler = cc::Build::new().opt_level(2).get_compiler();
     let mut cmd: Command = compiler.to_command();
-    cmd.args(["-static", "-s", "-Wall", "-Werror", "-o"])
-        .arg(&output)
-        .arg("pause/pause.c");
+    cmd.args(["-static", "-s", "-Wall", "-Werror", "-o"]).arg(&output).arg("pause/pause.c");
     let status = cmd.status().unwrap_or_else(|e| panic!("running the C compiler for pause/pause.c: {e}"));
     assert!(
         status.success(),

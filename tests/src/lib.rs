@@ -688,3 +688,83 @@ impl Drop for Cluster {
         self.server.stop();
     }
 }
+
+/// kubectl 1.32: protobuf request bodies from typed clients, discovery v2.
+pub const V1_32: &str = "1.32";
+
+impl Access {
+    /// Like [`Access::kubectl`] with extra environment variables, e.g.
+    /// `EDITOR` for `kubectl edit` or `TMPDIR` for where kubectl keeps the
+    /// copies of failed edits.
+    pub fn kubectl_env(&self, version: &str, args: &[&str], env: &[(&str, &str)]) -> KubectlOutput {
+        let path = kubectl_path(version);
+        let cache = self.scratch.join(format!("kubectl-cache-{}", unique()));
+        let mut cmd = Command::new(&path);
+        cmd.arg(format!("--cache-dir={}", cache.display()))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &self.scratch)
+            .env_remove("KUBECTL_EXTERNAL_DIFF")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            pump(child.stdout.take().unwrap(), Arc::clone(&stdout)),
+            pump(child.stderr.take().unwrap(), Arc::clone(&stderr)),
+        ];
+        let mut p = KubectlProcess {
+            version: version.to_string(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child,
+            stdout,
+            stderr,
+            readers,
+        };
+        p.wait(KUBECTL_TIMEOUT)
+    }
+}
+
+/// What a raw request got back: the status, the `Warning` headers' texts
+/// (`299 - "text"` → `text`) and the body.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub warnings: Vec<String>,
+    pub body: String,
+}
+
+/// A raw request with a kube-rs client and a `Content-Type` of the
+/// caller's choosing (the patch types, `application/apply-patch+yaml`).
+/// Transport errors (a dropped connection) come back as `Err`.
+pub async fn raw_request(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<RawResponse, kube::Error> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(kube::client::Body::from(body))
+        .map_err(kube::Error::HttpError)?;
+    let resp = client.send(req).await?;
+    let status = resp.status().as_u16();
+    let warnings = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            let text = v.splitn(3, ' ').nth(2).unwrap_or(v).trim();
+            text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text).replace("\\\"", "\"")
+        })
+        .collect();
+    let bytes = resp.into_body().collect_bytes().await?;
+    Ok(RawResponse { status, warnings, body: String::from_utf8_lossy(&bytes).into_owned() })
+}

@@ -25,6 +25,42 @@ enum Command {
     Server(ServerArgs),
     /// Print the admin kubeconfig of the server whose data dir is given
     Kubeconfig(KubeconfigArgs),
+    /// Run a node agent that joins a server and runs the pods bound to this node
+    Agent(AgentArgs),
+    /// (internal) containerd's shim runs this to write a container's output as CRI log lines
+    #[command(hide = true)]
+    Logger {
+        /// The log file to append to
+        path: PathBuf,
+    },
+}
+
+#[derive(Parser, Debug, Clone)]
+struct AgentArgs {
+    /// The server to join, e.g. https://10.0.0.1:6443
+    #[arg(long, env = "SKIFF_URL")]
+    server: String,
+    /// The join token (in `<data-dir>/token` on the server)
+    #[arg(long, env = "SKIFF_TOKEN")]
+    token: String,
+    /// This node's name (default: the hostname)
+    #[arg(long)]
+    node_name: Option<String>,
+    /// This node's address (default: the address that reaches the server)
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Folder for the agent's state (pods, logs, network namespaces under <data-dir>/agent)
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// containerd's socket
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    container_runtime_endpoint: PathBuf,
+    /// The cluster DNS address pods get as their nameserver
+    #[arg(long, default_value = "10.96.0.10")]
+    cluster_dns: IpAddr,
+    /// The cluster's DNS domain
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -59,6 +95,18 @@ struct ServerArgs {
     /// Run without the node agent (this server runs no pods)
     #[arg(long)]
     disable_agent: bool,
+    /// The embedded agent's node name (default: the hostname)
+    #[arg(long)]
+    node_name: Option<String>,
+    /// containerd's socket, for the embedded agent
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    container_runtime_endpoint: PathBuf,
+    /// The cluster DNS address pods get as their nameserver
+    #[arg(long, default_value = "10.96.0.10")]
+    cluster_dns: IpAddr,
+    /// The cluster's DNS domain
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Extra names for the serving certificate (IP addresses)
     #[arg(long = "tls-san", value_delimiter = ',')]
     tls_san: Vec<IpAddr>,
@@ -124,6 +172,9 @@ fn main() {
     let result = match cli.command {
         Command::Server(args) => run_server(args),
         Command::Kubeconfig(args) => print_kubeconfig(args),
+        Command::Agent(args) => run_agent(args),
+        Command::Logger { path } => skiff_agent::runtime::containerd::logger::run(&path)
+            .map_err(|e| anyhow::anyhow!("logger {}: {e}", path.display())),
     };
     if let Err(e) = result {
         eprintln!("skiff: {e:#}");
@@ -263,15 +314,93 @@ fn run_server(args: ServerArgs) -> Result<()> {
         let kc = kubeconfig(&server_url(args.bind_address, running.addr.port()), &running.tls);
         write_private(&kubeconfig_path, kc.as_bytes())?;
         let controllers = start_controllers(&args, &running).await?;
-        if args.disable_agent {
+        let agent = if args.disable_agent {
             tracing::info!("node agent disabled (--disable-agent)");
-        }
+            None
+        } else {
+            Some(start_embedded_agent(&args, &running, &secret, advertise).await?)
+        };
         tracing::info!(kubeconfig = %kubeconfig_path.display(), addr = %running.addr, "skiff server is ready");
         wait_for_signal().await;
         tracing::info!("shutting down");
+        if let Some(agent) = agent {
+            agent.stop().await;
+        }
         controllers.stop().await;
         running.shutdown().await;
         drop(store);
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// A node agent running in this process.
+struct EmbeddedAgent {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedAgent {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+fn spawn_agent(agent: skiff_agent::Agent) -> EmbeddedAgent {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = agent.run(token).await {
+            tracing::error!(error = %e, "the node agent stopped");
+        }
+    });
+    EmbeddedAgent { stop, task }
+}
+
+/// The agent of `skiff server`: joins this server with the join token and its CA.
+async fn start_embedded_agent(
+    args: &ServerArgs,
+    running: &skiff_apiserver::Running,
+    secret: &str,
+    node_ip: IpAddr,
+) -> Result<EmbeddedAgent> {
+    let url = server_url(args.bind_address, running.addr.port());
+    let token = skiff_apiserver::tls::full_token(&running.tls.ca_hash(), secret);
+    let mut opts = skiff_agent::AgentOptions::new(url, token, args.data_dir.join("agent"));
+    opts.ca_pem = Some(running.tls.ca_cert_pem.clone());
+    opts.node_name = args.node_name.clone();
+    opts.node_ip = Some(node_ip);
+    opts.container_runtime_endpoint = args.container_runtime_endpoint.clone();
+    opts.cluster_dns = args.cluster_dns;
+    opts.cluster_domain = args.cluster_domain.clone();
+    let agent = skiff_agent::start_agent(opts).await.with_context(|| {
+        format!(
+            "starting the node agent (containerd at --container-runtime-endpoint {}); run `skiff server --disable-agent` for a server without one",
+            args.container_runtime_endpoint.display()
+        )
+    })?;
+    Ok(spawn_agent(agent))
+}
+
+/// `skiff agent`: join a server and run this node's pods until a signal.
+fn run_agent(args: AgentArgs) -> Result<()> {
+    if args.token.trim().is_empty() {
+        bail!("--token: the token must not be empty (it is in <data-dir>/token on the server)");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(async move {
+        let mut opts =
+            skiff_agent::AgentOptions::new(args.server.clone(), args.token.trim(), args.data_dir.join("agent"));
+        opts.node_name = args.node_name.clone();
+        opts.node_ip = args.node_ip;
+        opts.container_runtime_endpoint = args.container_runtime_endpoint.clone();
+        opts.cluster_dns = args.cluster_dns;
+        opts.cluster_domain = args.cluster_domain.clone();
+        let agent = skiff_agent::start_agent(opts).await.context("starting the node agent")?;
+        let agent = spawn_agent(agent);
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        agent.stop().await;
         Ok::<(), anyhow::Error>(())
     })
 }

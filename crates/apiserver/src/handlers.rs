@@ -72,7 +72,7 @@ async fn route(api: &Api, method: &Method, t: &Target, query: &Query, headers: &
         (Method::POST, false, None) => create(api, t, query, headers, body).await,
         (Method::POST, true, Some("binding")) => bind(api, t, query, headers, body).await,
         (Method::POST, true, Some("eviction")) => evict(api, t, query, body).await,
-        (Method::PUT, true, Some("scale")) => update_scale(api, t, query, body).await,
+        (Method::PUT, true, Some("scale")) => update_scale(api, t, query, headers, body).await,
         (Method::PUT, true, None | Some("status") | Some("finalize")) => update(api, t, query, headers, body).await,
         (Method::PATCH, true, _) => patch(api, t, query, headers, body).await,
         (Method::DELETE, true, None) => delete(api, t, query, body).await,
@@ -450,7 +450,7 @@ fn invalid_from(rt: &ResourceType, name: &str, errs: Vec<skiff_api::validation::
 }
 
 /// Refuse writes into a namespace that is missing or terminating.
-async fn check_namespace(api: &Api, ns: &str, creating: bool) -> Result<(), ApiError> {
+async fn check_namespace(api: &Api, ns: &str, creating: Option<(&ResourceType, &str)>) -> Result<(), ApiError> {
     let rt = skiff_api::catalogue::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces"))?;
     let kv = api
         .store
@@ -458,13 +458,14 @@ async fn check_namespace(api: &Api, ns: &str, creating: bool) -> Result<(), ApiE
         .await
         .map_err(|e| ApiError::from_store(e, "namespaces", ns))?
         .ok_or_else(|| ApiError::not_found("namespaces", ns))?;
-    if creating {
+    if let Some((rt, name)) = creating {
         let obj = objects::decode_kv(&kv).unwrap_or(Value::Null);
         if obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
             || obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
         {
             return Err(ApiError::forbidden(format!(
-                "unable to create new content in namespace {ns} because it is being terminated"
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                rt.qualified_plural()
             )));
         }
     }
@@ -526,13 +527,21 @@ fn fold_string_data(obj: &mut Value) {
 pub enum Ownership<'a> {
     /// A create, update or patch by this manager.
     Update(&'a str),
+    /// A write through the scale subresource by this manager.
+    Scale(&'a str),
     /// Server-side apply already computed managedFields.
     Precomputed,
 }
 
 fn record_ownership(rt: &ResourceType, old: Option<&Value>, obj: &mut Value, own: Ownership<'_>, sub: Option<&str>) {
-    if let Ownership::Update(manager) = own {
-        crate::patch::apply::record_update(old, obj, Some(rt.definition), manager, &rt.api_version(), sub);
+    match own {
+        Ownership::Update(manager) => {
+            crate::patch::apply::record_update(old, obj, Some(rt.definition), manager, &rt.api_version(), sub)
+        }
+        Ownership::Scale(manager) => {
+            crate::patch::apply::record_update(old, obj, Some(rt.definition), manager, &rt.api_version(), Some("scale"))
+        }
+        Ownership::Precomputed => {}
     }
 }
 
@@ -616,7 +625,7 @@ pub async fn create_object(
     }
     if rt.namespaced {
         let ns = meta_str(&obj, "namespace").unwrap_or("default").to_string();
-        check_namespace(api, &ns, true).await?;
+        check_namespace(api, &ns, Some((rt, &name))).await?;
     }
     record_ownership(rt, None, &mut obj, own, None);
     let key = objects::key(rt, meta_str(&obj, "namespace"), &name);
@@ -663,6 +672,8 @@ fn merge_for_update(rt: &ResourceType, sub: Option<&str>, old: &Value, mut new: 
             }
             return merged;
         }
+        // pods/binding builds the whole new pod from the stored one
+        Some("binding") => return new,
         Some("finalize") => {
             let mut merged = old.clone();
             if let Some(f) = new.pointer("/spec/finalizers").cloned() {
@@ -688,6 +699,7 @@ fn merge_for_update(rt: &ResourceType, sub: Option<&str>, old: &Value, mut new: 
         }
     }
     if let (Some(nm), Some(om)) = (new.get_mut("metadata").and_then(Value::as_object_mut), old.get("metadata")) {
+        // (a differing uid was refused before: see `check_uid`)
         for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
             match om.get(f) {
                 Some(v) => {
@@ -705,6 +717,20 @@ fn merge_for_update(rt: &ResourceType, sub: Option<&str>, old: &Value, mut new: 
         new["metadata"]["generation"] = json!(g);
     }
     new
+}
+
+/// `metadata.uid` cannot change; an update that leaves it out keeps it.
+fn check_uid(rt: &ResourceType, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let (Some(new_uid), Some(old_uid)) = (meta_str(new, "uid"), meta_str(old, "uid")) else { return Ok(()) };
+    if new_uid.is_empty() || new_uid == old_uid {
+        return Ok(());
+    }
+    let cause = Cause {
+        reason: "FieldValueInvalid".into(),
+        message: format!("Invalid value: \"{new_uid}\": field is immutable"),
+        field: "metadata.uid".into(),
+    };
+    Err(ApiError::invalid(rt.kind, rt.group, name, vec![cause]))
 }
 
 /// The result of a write.
@@ -751,6 +777,7 @@ pub async fn write_update(
         }
         None => old_rev,
     };
+    check_uid(rt, &name, old, &new)?;
     let mut new = merge_for_update(rt, t.subresource.as_deref(), old, new);
     if let Some(m) = meta_mut(&mut new) {
         m.insert("namespace".into(), json!(t.namespace.clone()));
@@ -776,8 +803,12 @@ pub async fn write_update(
     let key = item_key(t);
     // a terminating object whose last finalizer is gone is deleted now
     let terminating = new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
-    let finalizers_left = new.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-    if terminating && !finalizers_left && !dry_run {
+    let non_empty = |p: &str| new.pointer(p).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    // a namespace also waits for its spec.finalizers (the namespace controller)
+    let finalizers_left = non_empty("/metadata/finalizers") || (rt.kind == "Namespace" && non_empty("/spec/finalizers"));
+    // a pod still inside its grace period waits for its agent, finalizers or not
+    let grace_left = new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
+    if terminating && !finalizers_left && !grace_left && !dry_run {
         let (_, gone) = api
             .store
             .delete(&key, Some(precondition))
@@ -808,7 +839,12 @@ pub async fn write_update(
     if let Some(m) = meta_mut(&mut old_without_mf) {
         m.remove("managedFields");
     }
-    if without_mf == old_without_mf {
+    // (for server-side apply a change of ownership alone is a write)
+    let unchanged = match own {
+        Ownership::Precomputed => candidate == unchanged_old,
+        _ => without_mf == old_without_mf,
+    };
+    if unchanged {
         return Ok(Written { obj: unchanged_old, created: false });
     }
     record_ownership(rt, Some(old), &mut candidate, own, t.subresource.as_deref());
@@ -877,18 +913,18 @@ async fn patch(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: 
             "application/strategic-merge-patch+json" => {
                 let def = if scale { None } else { Some(t.rt.definition) };
                 crate::patch::strategic::apply(&base, &decode(&body)?, def)
-                    .map_err(|e| ApiError::unprocessable(e.to_string()))?
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?
             }
             other => {
                 return Err(ApiError::unsupported_media_patch(other));
             }
         };
         if scale {
-            let replicas = patched.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+            let replicas = scale_replicas(&patched)?;
             let mut new = old.clone();
-            new["spec"]["replicas"] = replicas;
+            new["spec"]["replicas"] = json!(replicas);
             let main = Target { subresource: None, ..t.clone() };
-            match write_update(api, &main, &old, old_rev, clear_rv(new), Ownership::Update(&manager), dry_run).await {
+            match write_update(api, &main, &old, old_rev, clear_rv(new), Ownership::Scale(&manager), dry_run).await {
                 Ok(w) => return Ok(json_response(StatusCode::OK, &scale_of(t.rt, &w.obj))),
                 Err(e) if e.reason == "Conflict" => continue,
                 Err(e) => return Err(e),
@@ -924,6 +960,9 @@ async fn server_side_apply(api: &Api, t: &Target, query: &Query, body: &[u8]) ->
         return Err(ApiError::bad_request(
             "invalid object type: /, Kind=: apiVersion and kind must be set in an applied configuration",
         ));
+    }
+    if raw.pointer("/metadata/managedFields").is_some_and(|m| !m.is_null()) {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
     let (config, warnings) = check_body(t.rt, raw, query.field_validation()?)?;
     let name = require_name(t).to_string();
@@ -978,7 +1017,7 @@ fn apply_conflict(t: &Target, name: &str, conflicts: &[crate::patch::apply::Conf
         .iter()
         .map(|c| Cause {
             reason: "FieldManagerConflict".into(),
-            message: format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+            message: format!("conflict with {}", c.owner()),
             field: c.field.clone(),
         })
         .collect();
@@ -1049,13 +1088,34 @@ async fn get_scale(api: &Api, t: &Target) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &scale_of(t.rt, &obj)))
 }
 
-async fn update_scale(api: &Api, t: &Target, query: &Query, body: Bytes) -> Result<Response, ApiError> {
-    let scale: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("error decoding Scale: {e}")))?;
-    let replicas = scale
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| ApiError::bad_request("Scale.spec.replicas is required"))?;
+/// `spec.replicas` of a Scale body, checked as Kubernetes decodes it.
+fn scale_replicas(scale: &Value) -> Result<i64, ApiError> {
+    let outcome = skiff_api::schema::check_definition("io.k8s.api.autoscaling.v1.Scale", scale);
+    if let Some(e) = outcome.decode_error() {
+        return Err(ApiError::bad_request(format!("Scale in version \"v1\" cannot be handled as a Scale: {e}")));
+    }
+    let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+    if replicas < 0 {
+        let name = scale.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+        let cause = Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            field: "spec.replicas".into(),
+        };
+        return Err(ApiError::invalid("Scale", "autoscaling", name, vec![cause]));
+    }
+    Ok(replicas)
+}
+
+async fn update_scale(
+    api: &Api,
+    t: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let scale = decode_body(headers, &body)?;
+    let replicas = scale_replicas(&scale)?;
     let (old, old_rev) = load(api, t).await?;
     if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
         if !rv.is_empty() && rv != old_rev.to_string() {
@@ -1065,7 +1125,7 @@ async fn update_scale(api: &Api, t: &Target, query: &Query, body: Bytes) -> Resu
     let mut new = clear_rv(old.clone());
     new["spec"]["replicas"] = json!(replicas);
     let main = Target { subresource: None, ..t.clone() };
-    let w = write_update(api, &main, &old, old_rev, new, Ownership::Update("kubectl-scale"), query.dry_run()?).await?;
+    let w = write_update(api, &main, &old, old_rev, new, Ownership::Scale(&field_manager(query, headers)), query.dry_run()?).await?;
     Ok(json_response(StatusCode::OK, &scale_of(t.rt, &w.obj)))
 }
 
@@ -1108,7 +1168,9 @@ async fn bind(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: B
         let mut new = clear_rv(old.clone());
         new["spec"]["nodeName"] = json!(node);
         set_condition(&mut new, "PodScheduled", "True", None, None);
-        match write_update(api, &main, &old, old_rev, new, Ownership::Update(&manager), query.dry_run()?).await {
+        // a binding may set spec.nodeName, which a pod update may not
+        let binding = Target { subresource: Some("binding".into()), ..t.clone() };
+        match write_update(api, &binding, &old, old_rev, new, Ownership::Update(&manager), query.dry_run()?).await {
             Ok(_) => {
                 return Ok(json_response(
                     StatusCode::CREATED,

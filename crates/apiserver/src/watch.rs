@@ -61,7 +61,7 @@ impl Renderer {
     /// starts matching is ADDED.
     fn render(&mut self, ev: &Event) -> Option<Bytes> {
         if self.out == Output::Json && self.filters.is_empty() {
-            return Some(splice_line(ev)?);
+            return splice_line(ev);
         }
         let now = ev.value.as_deref().and_then(|b| objects::decode(b, ev.revision));
         let before = ev.prev_value.as_deref().and_then(|b| objects::decode(b, ev.revision));

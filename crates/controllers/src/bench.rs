@@ -111,7 +111,13 @@ pub async fn bench_scheduler(client: kube::Client, pods: usize, nodes: usize) ->
     namespace(&client, ns).await?;
     let sim = Simulator::start(
         client.clone(),
-        SimConfig { nodes, prefix: "bench-sched".into(), run_pods: false, lease_renew: Duration::from_secs(10), ..Default::default() },
+        SimConfig {
+            nodes,
+            prefix: "bench-sched".into(),
+            run_pods: false,
+            lease_renew: Duration::from_secs(10),
+            ..Default::default()
+        },
     )
     .await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -156,7 +162,11 @@ pub async fn bench_scheduler(client: kube::Client, pods: usize, nodes: usize) ->
 
 /// Create a `replicas`-replica Deployment with every loop running and
 /// `nodes` simulated nodes; time until its status shows all ready.
-pub async fn bench_deployment(client: kube::Client, replicas: usize, nodes: usize) -> Result<DeploymentFigures, BenchError> {
+pub async fn bench_deployment(
+    client: kube::Client,
+    replicas: usize,
+    nodes: usize,
+) -> Result<DeploymentFigures, BenchError> {
     let ns = "bench-deployment";
     namespace(&client, ns).await?;
     let sim = Simulator::start(
@@ -258,7 +268,9 @@ pub async fn bench_endpoints(client: kube::Client, pods: usize, changes: usize) 
     }
     loops.stop().await;
     samples.sort();
-    let q = |f: f64| samples.get(((samples.len() as f64 * f).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default();
+    let q = |f: f64| {
+        samples.get(((samples.len() as f64 * f).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default()
+    };
     Ok(EndpointFigures { changes, p50: q(0.50), p99: q(0.99), max: samples.last().copied().unwrap_or_default() })
 }
 

@@ -73,8 +73,18 @@ pub struct Informers {
 /// Kinds with a typed informer above (the garbage collector watches the
 /// rest dynamically). Events are left out on purpose: they churn, and
 /// nothing owns them.
-pub const TYPED_KINDS: &[&str] =
-    &["Pod", "Node", "ReplicaSet", "Deployment", "Service", "Endpoints", "EndpointSlice", "Lease", "Namespace", "Event"];
+pub const TYPED_KINDS: &[&str] = &[
+    "Pod",
+    "Node",
+    "ReplicaSet",
+    "Deployment",
+    "Service",
+    "Endpoints",
+    "EndpointSlice",
+    "Lease",
+    "Namespace",
+    "Event",
+];
 
 impl Informers {
     fn new(client: &kube::Client, with_others: bool) -> Informers {

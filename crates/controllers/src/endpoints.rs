@@ -98,6 +98,10 @@ pub fn endpoint_labels(svc: &Service) -> BTreeMap<String, String> {
     l
 }
 
+/// (port name, port, protocol) for each service port a pod resolves.
+type ResolvedPorts = Vec<(String, i32, String)>;
+type Addresses = Vec<EndpointAddress>;
+
 struct Ec {
     ctx: Arc<Ctx>,
     queue: Arc<WorkQueue<Key>>,
@@ -159,7 +163,8 @@ pub fn pod_changed_for_endpoints(c: &Change<Pod>) -> bool {
         || old.metadata.deletion_timestamp.is_some() != new.metadata.deletion_timestamp.is_some()
         || pod::is_terminal(old) != pod::is_terminal(new)
         || pod::node_name(old) != pod::node_name(new)
-        || old.spec.as_ref().map(|s| (&s.hostname, &s.subdomain)) != new.spec.as_ref().map(|s| (&s.hostname, &s.subdomain))
+        || old.spec.as_ref().map(|s| (&s.hostname, &s.subdomain))
+            != new.spec.as_ref().map(|s| (&s.hostname, &s.subdomain))
 }
 
 impl Ec {
@@ -216,7 +221,7 @@ impl Ec {
         let publish = publish_not_ready(svc);
         let ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
         // pods grouped by the ports they resolve to
-        let mut groups: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
+        let mut groups: BTreeMap<ResolvedPorts, (Addresses, Addresses)> = BTreeMap::new();
         for p in selected_pods(&self.ctx, svc) {
             if !should_include(&p, publish) {
                 continue;
@@ -231,7 +236,11 @@ impl Ec {
             let mut resolved = Vec::new();
             for sp in &ports {
                 if let Some(port) = target_port(sp, &p) {
-                    resolved.push((sp.name.clone().unwrap_or_default(), port, sp.protocol.clone().unwrap_or_else(|| "TCP".into())));
+                    resolved.push((
+                        sp.name.clone().unwrap_or_default(),
+                        port,
+                        sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    ));
                 }
             }
             if resolved.is_empty() && !ports.is_empty() {
@@ -244,14 +253,15 @@ impl Ec {
                 g.1.push(addr);
             }
         }
-        let app_protocol: BTreeMap<String, String> = ports
-            .iter()
-            .filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.app_protocol.clone()?)))
-            .collect();
+        let app_protocol: BTreeMap<String, String> =
+            ports.iter().filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.app_protocol.clone()?))).collect();
         let sort = |v: &mut Vec<EndpointAddress>| {
             v.sort_by(|a, b| {
                 a.ip.cmp(&b.ip).then_with(|| {
-                    a.target_ref.as_ref().and_then(|t| t.uid.clone()).cmp(&b.target_ref.as_ref().and_then(|t| t.uid.clone()))
+                    a.target_ref
+                        .as_ref()
+                        .and_then(|t| t.uid.clone())
+                        .cmp(&b.target_ref.as_ref().and_then(|t| t.uid.clone()))
                 })
             })
         };

@@ -28,6 +28,11 @@ pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 const MAX_ENDPOINTS: usize = 100;
 const TRACKER_TTL: Duration = Duration::from_secs(5);
 
+/// (name, port, protocol, appProtocol) for each service port a pod resolves.
+type ResolvedPorts = Vec<(String, i32, String, Option<String>)>;
+/// Each wanted slice: the existing one to reuse (if any), its ports and endpoints.
+type Plan = Vec<(Option<Arc<EndpointSlice>>, Vec<EndpointPort>, Vec<Endpoint>)>;
+
 struct Sc {
     ctx: Arc<Ctx>,
     queue: Arc<WorkQueue<Key>>,
@@ -126,7 +131,7 @@ pub fn start(ctx: Arc<Ctx>) -> impl Future<Output = ()> + Send + 'static {
 fn desired(ctx: &Ctx, svc: &Service) -> Vec<(Vec<EndpointPort>, Vec<Endpoint>)> {
     let publish = publish_not_ready(svc);
     let ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
-    let mut groups: BTreeMap<Vec<(String, i32, String, Option<String>)>, Vec<Endpoint>> = BTreeMap::new();
+    let mut groups: BTreeMap<ResolvedPorts, Vec<Endpoint>> = BTreeMap::new();
     for p in selected_pods(ctx, svc) {
         if !should_include(&p, true) {
             continue;
@@ -155,7 +160,11 @@ fn desired(ctx: &Ctx, svc: &Service) -> Vec<(Vec<EndpointPort>, Vec<Endpoint>)> 
             .and_then(|n| n.labels().get("topology.kubernetes.io/zone").cloned());
         groups.entry(resolved).or_default().push(Endpoint {
             addresses: vec![pod::pod_ip(&p).unwrap_or_default().to_string()],
-            conditions: Some(EndpointConditions { ready: Some(ready), serving: Some(serving), terminating: Some(terminating) }),
+            conditions: Some(EndpointConditions {
+                ready: Some(ready),
+                serving: Some(serving),
+                terminating: Some(terminating),
+            }),
             hostname: hostname(&p, svc),
             node_name: (!node.is_empty()).then_some(node),
             target_ref: Some(pod_reference(&p)),
@@ -225,7 +234,7 @@ impl Sc {
         }
         // reuse slices that already carry the same ports, then any others
         let mut unused: Vec<Arc<EndpointSlice>> = existing;
-        let mut plan: Vec<(Option<Arc<EndpointSlice>>, Vec<EndpointPort>, Vec<Endpoint>)> = Vec::new();
+        let mut plan: Plan = Vec::new();
         for (ports, eps) in wanted {
             let pick = unused
                 .iter()
@@ -246,7 +255,7 @@ impl Sc {
         &self,
         api: &Api<EndpointSlice>,
         svc: &Service,
-        plan: Vec<(Option<Arc<EndpointSlice>>, Vec<EndpointPort>, Vec<Endpoint>)>,
+        plan: Plan,
         unused: Vec<Arc<EndpointSlice>>,
         labels: &BTreeMap<String, String>,
         owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,

@@ -81,7 +81,11 @@ pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
 
 impl Recorder {
     /// A recorder, and the future that sends its events until `stop` fires.
-    pub fn new(client: kube::Client, host: String, stop: CancellationToken) -> (Recorder, impl std::future::Future<Output = ()>) {
+    pub fn new(
+        client: kube::Client,
+        host: String,
+        stop: CancellationToken,
+    ) -> (Recorder, impl std::future::Future<Output = ()>) {
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..SENDERS {

@@ -228,7 +228,11 @@ impl Gc {
                 "ownerReferences": if keep.is_empty() { serde_json::Value::Null } else { json!(keep) },
                 "resourceVersion": dep.resource_version,
             }});
-            match self.api(&dep.ar, dep.namespace.as_deref()).patch(&dep.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match self
+                .api(&dep.ar, dep.namespace.as_deref())
+                .patch(&dep.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -271,7 +275,11 @@ impl Gc {
             "finalizers": if rest.is_empty() { serde_json::Value::Null } else { json!(rest) },
             "resourceVersion": v.resource_version,
         }});
-        match self.api(&v.ar, v.namespace.as_deref()).patch(&v.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match self
+            .api(&v.ar, v.namespace.as_deref())
+            .patch(&v.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => Ok(Action::await_change()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(Action::await_change()),
             Err(e) => Err(e),

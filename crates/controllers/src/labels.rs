@@ -31,7 +31,8 @@ pub fn matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
 
 /// Whether a selector selects nothing-in-particular (no terms at all).
 pub fn is_empty(sel: &LabelSelector) -> bool {
-    sel.match_labels.as_ref().is_none_or(|m| m.is_empty()) && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
 }
 
 #[cfg(test)]

@@ -140,12 +140,10 @@ impl Elector {
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let ours = holder.as_deref() == Some(&self.cfg.identity);
         if !ours {
-            let changed = self
-                .observed
-                .as_ref()
-                .is_none_or(|o| o.holder != holder || o.renew != spec.renew_time);
+            let changed = self.observed.as_ref().is_none_or(|o| o.holder != holder || o.renew != spec.renew_time);
             if changed {
-                self.observed = Some(Observed { holder: holder.clone(), renew: spec.renew_time.clone(), at: Instant::now() });
+                self.observed =
+                    Some(Observed { holder: holder.clone(), renew: spec.renew_time.clone(), at: Instant::now() });
             }
             let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
             let expired = holder.is_none() || self.observed.as_ref().is_some_and(|o| o.at.elapsed() > duration);

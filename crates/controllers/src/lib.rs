@@ -42,8 +42,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The loops [`run`] can run; names for [`ControllerOptions::disabled`].
-pub const CONTROLLERS: &[&str] =
-    &["scheduler", "deployment", "replicaset", "endpoints", "endpointslice", "nodelifecycle", "garbagecollector", "namespace"];
+pub const CONTROLLERS: &[&str] = &[
+    "scheduler",
+    "deployment",
+    "replicaset",
+    "endpoints",
+    "endpointslice",
+    "nodelifecycle",
+    "garbagecollector",
+    "namespace",
+];
 
 /// How the loops behave; `Default` is Kubernetes' defaults.
 #[derive(Debug, Clone)]

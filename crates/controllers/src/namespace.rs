@@ -5,27 +5,42 @@
 //! `PUT /api/v1/namespaces/NAME/finalize`, after which the API server
 //! deletes it.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams, PropagationPolicy};
 use kube::ResourceExt;
 
 use crate::context::{api_resource, Ctx, Key};
 use crate::runtime::{run_workers, Action, WorkQueue};
-use crate::time::now_time;
 
 const FINALIZER: &str = "kubernetes";
 
 struct Nc {
     ctx: Arc<Ctx>,
     queue: Arc<WorkQueue<Key>>,
+    /// Namespaces seen empty once: finalized when seen empty again, so a
+    /// create that passed the API server's namespace check just before the
+    /// namespace turned Terminating is not left behind.
+    seen_empty: Mutex<HashSet<String>>,
+}
+
+/// Controllers' objects go first, so that they do not replace what is deleted.
+fn deletion_order() -> Vec<&'static skiff_api::ResourceType> {
+    let mut types: Vec<_> = skiff_api::catalogue::all().iter().filter(|rt| rt.namespaced).collect();
+    types.sort_by_key(|rt| match rt.kind {
+        "Deployment" => 0,
+        "ReplicaSet" => 1,
+        _ => 2,
+    });
+    types
 }
 
 pub fn start(ctx: Arc<Ctx>) -> impl Future<Output = ()> + Send + 'static {
-    let nc = Arc::new(Nc { queue: WorkQueue::new(), ctx: ctx.clone() });
+    let nc = Arc::new(Nc { queue: WorkQueue::new(), ctx: ctx.clone(), seen_empty: Mutex::new(HashSet::new()) });
     {
         let q = nc.queue.clone();
         ctx.informers.namespaces.on_change(move |c| {
@@ -59,7 +74,7 @@ impl Nc {
         let name = ns.name_any();
         let mut remaining = 0usize;
         let mut with_finalizers = Vec::new();
-        for rt in skiff_api::catalogue::all().iter().filter(|rt| rt.namespaced) {
+        for rt in deletion_order() {
             let ar = api_resource(rt);
             let api: Api<DynamicObject> = Api::namespaced_with(self.ctx.client.clone(), &name, &ar);
             let list = api.list(&ListParams::default()).await?;
@@ -83,9 +98,19 @@ impl Nc {
             remaining += api.list(&ListParams::default()).await?.items.len();
         }
         if remaining > 0 {
-            self.set_conditions(&ns, remaining, &with_finalizers).await;
+            // Kubernetes also reports NamespaceContentRemaining and
+            // NamespaceFinalizersRemaining conditions here; writing a
+            // Terminating namespace's status makes Skiff's API server delete
+            // it at once (see the report of this change), so they are not
+            // written yet.
+            tracing::debug!(namespace = %name, remaining, finalizers = ?with_finalizers, "namespace not empty yet");
+            self.seen_empty.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
             return Ok(Action::requeue(Duration::from_millis(500)));
         }
+        if self.seen_empty.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone()) {
+            return Ok(Action::requeue(Duration::from_millis(300)));
+        }
+        self.seen_empty.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
         let rest: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
         let body = serde_json::json!({
             "apiVersion": "v1",
@@ -102,37 +127,5 @@ impl Nc {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(Action::await_change()),
             Err(e) => Err(e),
         }
-    }
-
-    /// The conditions Kubernetes shows on a namespace that is emptying.
-    async fn set_conditions(&self, ns: &Namespace, remaining: usize, finalizers: &[String]) {
-        let mut conds = vec![NamespaceCondition {
-            type_: "NamespaceContentRemaining".into(),
-            status: "True".into(),
-            reason: Some("SomeResourcesRemain".into()),
-            message: Some(format!("Some resources are remaining: {remaining} objects")),
-            last_transition_time: Some(now_time()),
-        }];
-        if !finalizers.is_empty() {
-            let mut f = finalizers.to_vec();
-            f.sort();
-            f.dedup();
-            conds.push(NamespaceCondition {
-                type_: "NamespaceFinalizersRemaining".into(),
-                status: "True".into(),
-                reason: Some("SomeFinalizersRemain".into()),
-                message: Some(format!("Some content in the namespace has finalizers remaining: {}", f.join(", "))),
-                last_transition_time: Some(now_time()),
-            });
-        }
-        let old = ns.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-        let same = old.len() == conds.len()
-            && old.iter().zip(&conds).all(|(a, b)| a.type_ == b.type_ && a.message == b.message && a.status == b.status);
-        if same {
-            return;
-        }
-        let patch = serde_json::json!({"status": {"conditions": conds}});
-        let api: Api<Namespace> = Api::all(self.ctx.client.clone());
-        let _ = api.patch_status(&ns.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await;
     }
 }

@@ -199,7 +199,9 @@ impl Nlc {
         let mut conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
         let has_ready = conditions.iter().any(|c| c.type_ == "Ready");
         for c in conditions.iter_mut() {
-            if matches!(c.type_.as_str(), "Ready" | "MemoryPressure" | "DiskPressure" | "PIDPressure") && c.status != "Unknown" {
+            if matches!(c.type_.as_str(), "Ready" | "MemoryPressure" | "DiskPressure" | "PIDPressure")
+                && c.status != "Unknown"
+            {
                 c.status = "Unknown".into();
                 c.reason = Some("NodeStatusUnknown".into());
                 c.message = Some("Kubelet stopped posting node status.".into());
@@ -230,8 +232,11 @@ impl Nlc {
     async fn reconcile_taints(&self, node: &Node) -> Result<(), kube::Error> {
         let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
         let wanted = wanted_taint_key(node);
-        let ours = |t: &Taint| (t.key == NOT_READY || t.key == UNREACHABLE) && (t.effect == "NoSchedule" || t.effect == "NoExecute");
-        let mut next: Vec<Taint> = taints.iter().filter(|t| !ours(t) || Some(t.key.as_str()) == wanted).cloned().collect();
+        let ours = |t: &Taint| {
+            (t.key == NOT_READY || t.key == UNREACHABLE) && (t.effect == "NoSchedule" || t.effect == "NoExecute")
+        };
+        let mut next: Vec<Taint> =
+            taints.iter().filter(|t| !ours(t) || Some(t.key.as_str()) == wanted).cloned().collect();
         if let Some(key) = wanted {
             for effect in ["NoSchedule", "NoExecute"] {
                 if !next.iter().any(|t| t.key == key && t.effect == effect) {
@@ -334,7 +339,10 @@ impl Nlc {
             "message": "Taint manager: deleting due to NoExecute taint", "lastTransitionTime": now_time(),
         }]}});
         let _ = api.patch_status(&p.name_any(), &PatchParams::default(), &Patch::Strategic(&cond)).await;
-        let dp = DeleteParams { preconditions: Some(Preconditions { uid: p.uid(), resource_version: None }), ..Default::default() };
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions { uid: p.uid(), resource_version: None }),
+            ..Default::default()
+        };
         match api.delete(&p.name_any(), &dp).await {
             Ok(_) => {
                 tracing::info!(pod = %format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()), "evicted from a tainted node");
@@ -378,7 +386,9 @@ impl Nlc {
                 ..Default::default()
             };
             match api.delete(&p.name_any(), &dp).await {
-                Ok(_) => tracing::info!(pod = %p.name_any(), node = %node, "deleted a pod bound to a node that no longer exists"),
+                Ok(_) => {
+                    tracing::info!(pod = %p.name_any(), node = %node, "deleted a pod bound to a node that no longer exists")
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(e) => return Err(e),
             }

@@ -330,10 +330,16 @@ impl Rs {
         }
     }
 
-    async fn update_status(&self, rs: &ReplicaSet, pods: &[Arc<Pod>], create_error: Option<&kube::Error>) -> Result<Action, kube::Error> {
+    async fn update_status(
+        &self,
+        rs: &ReplicaSet,
+        pods: &[Arc<Pod>],
+        create_error: Option<&kube::Error>,
+    ) -> Result<Action, kube::Error> {
         let spec = rs.spec.clone().unwrap_or_default();
         let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+        let template_labels =
+            spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
         let replicas = pods.len() as i32;
         let fully_labeled =
             pods.iter().filter(|p| template_labels.iter().all(|(k, v)| p.labels().get(k) == Some(v))).count() as i32;
@@ -458,7 +464,11 @@ fn less_valuable(a: &Pod, b: &Pod) -> Ordering {
     }
     // more restarts < fewer restarts
     let restarts = |p: &Pod| -> i32 {
-        p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0)).unwrap_or(0)
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
+            .unwrap_or(0)
     };
     if restarts(a) != restarts(b) {
         return restarts(b).cmp(&restarts(a));

@@ -216,7 +216,8 @@ where
                         let key = ObjectRef::from_obj_with(&*new, self.dyntype.clone());
                         let old = before.remove(&key);
                         let same = old.as_ref().is_some_and(|o| {
-                            o.meta().resource_version.is_some() && o.meta().resource_version == new.meta().resource_version
+                            o.meta().resource_version.is_some()
+                                && o.meta().resource_version == new.meta().resource_version
                         });
                         if !same {
                             self.notify(&Change::Apply { old, new });
@@ -362,8 +363,13 @@ impl<T: Eq + Hash + Clone + Send + Sync + 'static> WorkQueue<T> {
 /// Run `workers` tasks that take keys from `queue` and reconcile them until
 /// `stop` fires: success forgets the key's failures and honours the requested
 /// requeue; an error retries with backoff.
-pub async fn run_workers<T, F, Fut, E>(name: &'static str, queue: Arc<WorkQueue<T>>, workers: usize, stop: CancellationToken, f: F)
-where
+pub async fn run_workers<T, F, Fut, E>(
+    name: &'static str,
+    queue: Arc<WorkQueue<T>>,
+    workers: usize,
+    stop: CancellationToken,
+    f: F,
+) where
     T: Eq + Hash + Clone + Debug + Send + Sync + 'static,
     F: Fn(T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, E>> + Send,

@@ -325,7 +325,11 @@ fn handle_pod(client: &kube::Client, state: &Arc<State>, p: Pod, stop: &Cancella
         });
         return;
     }
-    if !state.cfg.run_pods || pod::is_terminal(&p) || pod::pod_ip(&p).is_some() || !use_once(state, format!("{uid}/start")) {
+    if !state.cfg.run_pods
+        || pod::is_terminal(&p)
+        || pod::pod_ip(&p).is_some()
+        || !use_once(state, format!("{uid}/start"))
+    {
         return;
     }
     let ip = {

@@ -41,7 +41,10 @@ async fn deployment_scales_up_and_down() {
     assert_eq!(rs.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("1"));
     assert_eq!(d.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("1"));
     let owner = &rs.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.controller, owner.block_owner_deletion), ("Deployment", Some(true), Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller, owner.block_owner_deletion),
+        ("Deployment", Some(true), Some(true))
+    );
     // pods: <rs>-<5 chars>, controlled by the ReplicaSet, spread over nodes
     let pods = ready_pods(&env.client, "default", "web").await;
     for p in &pods {
@@ -55,7 +58,10 @@ async fn deployment_scales_up_and_down() {
     let scale = |n: i32| {
         let deploys = deploys.clone();
         async move {
-            deploys.patch_scale("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": n}}))).await.unwrap();
+            deploys
+                .patch_scale("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": n}})))
+                .await
+                .unwrap();
         }
     };
     scale(5).await;
@@ -96,7 +102,8 @@ async fn rolling_update_keeps_capacity_and_undo_restores() {
     let deploys: Api<Deployment> = Api::namespaced(env.client.clone(), "default");
     let mut d = deployment("roll", 3, "nginx:1.25");
     d.spec.as_mut().unwrap().strategy = Some(
-        serde_json::from_value(json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})).unwrap(),
+        serde_json::from_value(json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
+            .unwrap(),
     );
     deploys.create(&PostParams::default(), &d).await.unwrap();
     wait_rolled_out(&env.client, "default", "roll", 3, T).await;
@@ -105,7 +112,9 @@ async fn rolling_update_keeps_capacity_and_undo_restores() {
     let pods = pods_of(&env.client);
     let rv = pods.list(&ListParams::default().labels("app=roll")).await.unwrap().metadata.resource_version.unwrap();
     let mut stream = pods.watch(&WatchParams::default().labels("app=roll"), &rv).await.unwrap().boxed();
-    let state: Arc<Mutex<(HashMap<String, bool>, i32, usize)>> = Arc::new(Mutex::new((HashMap::new(), i32::MAX, 0)));
+    // (pod → ready and not terminating, lowest ready count seen, events seen)
+    type Seen = (HashMap<String, bool>, i32, usize);
+    let state: Arc<Mutex<Seen>> = Arc::new(Mutex::new((HashMap::new(), i32::MAX, 0)));
     for p in pods.list(&ListParams::default().labels("app=roll")).await.unwrap().items {
         state.lock().unwrap().0.insert(p.name_any(), is_ready(&p) && p.metadata.deletion_timestamp.is_none());
     }
@@ -133,14 +142,17 @@ async fn rolling_update_keeps_capacity_and_undo_restores() {
         .patch(
             "roll",
             &PatchParams::default(),
-            &Patch::Strategic(&json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}})),
+            &Patch::Strategic(
+                &json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}}),
+            ),
         )
         .await
         .unwrap();
     let d = wait_rolled_out(&env.client, "default", "roll", 3, T).await;
     let images = wait_for("only new pods left", T, || async {
         let all = pods.list(&ListParams::default().labels("app=roll")).await.unwrap().items;
-        let images: Vec<String> = all.iter().map(|p| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap()).collect();
+        let images: Vec<String> =
+            all.iter().map(|p| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap()).collect();
         (images.len() == 3 && images.iter().all(|i| i == "nginx:1.27")).then_some(images)
     })
     .await;
@@ -154,7 +166,10 @@ async fn rolling_update_keeps_capacity_and_undo_restores() {
     // kubectl sees two revisions, and undo goes back to the first template
     let history = env.kubectl(&["rollout", "history", "deployment/roll"], T);
     assert!(history.ok(), "{history:?}");
-    assert!(history.stdout.contains("REVISION") && history.stdout.contains("\n1 ") && history.stdout.contains("\n2 "), "{history:?}");
+    assert!(
+        history.stdout.contains("REVISION") && history.stdout.contains("\n1 ") && history.stdout.contains("\n2 "),
+        "{history:?}"
+    );
     let undo = env.kubectl(&["rollout", "undo", "deployment/roll"], T);
     assert!(undo.ok(), "{undo:?}");
     assert!(undo.stdout.contains("rolled back"), "{undo:?}");
@@ -176,6 +191,37 @@ async fn rolling_update_keeps_capacity_and_undo_restores() {
         .map(|r| (r.annotations().get("deployment.kubernetes.io/revision").cloned().unwrap_or_default(), r.name_any()))
         .collect();
     assert_eq!(revs.keys().cloned().collect::<Vec<_>>(), ["2", "3"], "{revs:?}");
+
+    // paused: a template change waits for resume
+    let pause = env.kubectl(&["rollout", "pause", "deployment/roll"], T);
+    assert!(pause.ok(), "{pause:?}");
+    let set = env.kubectl(&["set", "image", "deployment/roll", "app=nginx:1.28"], T);
+    assert!(set.ok(), "{set:?}");
+    let paused = wait_for("the Progressing condition to say paused", T, || async {
+        let d = deploys.get("roll").await.unwrap();
+        let c = d.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Progressing")?.clone();
+        let observed = d.status.as_ref()?.observed_generation >= d.metadata.generation;
+        (c.reason.as_deref() == Some("DeploymentPaused") && c.status == "Unknown" && observed).then_some(d)
+    })
+    .await;
+    assert_eq!(paused.status.unwrap().updated_replicas, Some(0), "nothing rolled out while paused");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rss.list(&ListParams::default().labels("app=roll")).await.unwrap().items.len(),
+        2,
+        "no rollout while paused"
+    );
+    let resume = env.kubectl(&["rollout", "resume", "deployment/roll"], T);
+    assert!(resume.ok(), "{resume:?}");
+    let d = wait_rolled_out(&env.client, "default", "roll", 3, T).await;
+    assert_eq!(d.spec.unwrap().template.spec.unwrap().containers[0].image.as_deref(), Some("nginx:1.28"));
+    // restart: same image, a new ReplicaSet
+    let restart = env.kubectl(&["rollout", "restart", "deployment/roll"], T);
+    assert!(restart.ok(), "{restart:?}");
+    let status = env.kubectl(&["rollout", "status", "deployment/roll", "--timeout=30s"], Duration::from_secs(40));
+    assert!(status.ok(), "{status:?}");
+    let d = wait_rolled_out(&env.client, "default", "roll", 3, T).await;
+    assert_eq!(d.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("5"));
     env.stop().await;
 }
 
@@ -189,7 +235,10 @@ async fn kubectl_rollout_status_succeeds_and_fails_after_the_deadline() {
     assert!(out.stdout.contains("deployment \"ok\" successfully rolled out"), "{out:?}");
     let describe = env.kubectl(&["describe", "deployment", "ok"], T);
     assert!(describe.ok(), "{describe:?}");
-    assert!(describe.stdout.contains("NewReplicaSet:") && describe.stdout.contains("ScalingReplicaSet"), "{describe:?}");
+    assert!(
+        describe.stdout.contains("NewReplicaSet:") && describe.stdout.contains("ScalingReplicaSet"),
+        "{describe:?}"
+    );
     assert!(describe.stdout.contains("NewReplicaSetAvailable"), "{describe:?}");
 
     // pods that never become ready, and a 2 s progress deadline
@@ -324,9 +373,14 @@ async fn endpoints_and_slices_follow_pod_readiness() {
     // the manual endpoints were never touched; kubectl describe shows the slice
     let manual_now = eps.get("manual").await.unwrap();
     assert_eq!(ready_ips(&manual_now), ["192.0.2.10"]);
-    assert!(slices.list(&ListParams::default().labels("kubernetes.io/service-name=manual")).await.unwrap().items.is_empty());
+    assert!(slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=manual"))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     let describe = env.kubectl(&["describe", "service", "api"], T);
-    assert!(describe.ok() && describe.stdout.contains("8080/TCP"), "{describe:?}");
+    assert!(describe.ok() && describe.stdout.contains(&format!("{ip}:8080")), "{describe:?}");
     env.stop().await;
 }
 
@@ -342,9 +396,10 @@ async fn a_dead_node_is_tainted_and_its_pods_replaced() {
     deploys.create(&PostParams::default(), &deployment("svc", 3, "nginx:1.25")).await.unwrap();
     wait_rolled_out(&env.client, "default", "svc", 3, T).await;
     let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
-    let svc: Service =
-        serde_json::from_value(json!({"metadata": {"name": "svc"}, "spec": {"selector": {"app": "svc"}, "ports": [{"port": 80}]}}))
-            .unwrap();
+    let svc: Service = serde_json::from_value(
+        json!({"metadata": {"name": "svc"}, "spec": {"selector": {"app": "svc"}, "ports": [{"port": 80}]}}),
+    )
+    .unwrap();
     services.create(&PostParams::default(), &svc).await.unwrap();
     let pods = ready_pods(&env.client, "default", "svc").await;
     let dead = pods[0].spec.as_ref().unwrap().node_name.clone().unwrap();
@@ -449,8 +504,10 @@ async fn cascading_deletion_background_foreground_and_orphan() {
     // orphan: dependents stay, without their ownerReference
     let rs_before = names(&rss, "app=orph").await;
     deploys.delete("orph", &DeleteParams::orphan()).await.unwrap();
-    wait_for("the orphaned deployment gone", T, || async { deploys.get_opt("orph").await.unwrap().is_none().then_some(()) })
-        .await;
+    wait_for("the orphaned deployment gone", T, || async {
+        deploys.get_opt("orph").await.unwrap().is_none().then_some(())
+    })
+    .await;
     let rs_after = wait_for("the ReplicaSet released", T, || async {
         let l = names(&rss, "app=orph").await;
         l.iter().all(|r| r.owner_references().is_empty()).then_some(l)
@@ -477,9 +534,10 @@ async fn deleting_a_namespace_empties_and_removes_it() {
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"a": "b"}})).unwrap();
     cms.create(&PostParams::default(), &cm).await.unwrap();
     let services: Api<Service> = Api::namespaced(env.client.clone(), "doomed");
-    let svc: Service =
-        serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}))
-            .unwrap();
+    let svc: Service = serde_json::from_value(
+        json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    )
+    .unwrap();
     services.create(&PostParams::default(), &svc).await.unwrap();
     wait_rolled_out(&env.client, "doomed", "web", 2, T).await;
 
@@ -489,7 +547,8 @@ async fn deleting_a_namespace_empties_and_removes_it() {
     wait_for("the namespace gone", T, || async { namespaces.get_opt("doomed").await.unwrap().is_none().then_some(()) })
         .await;
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "doomed");
-    assert!(pods.list(&ListParams::default()).await.unwrap().items.is_empty());
+    let left = pods.list(&ListParams::default()).await.unwrap().items;
+    assert!(left.is_empty(), "{left:#?}");
     assert!(cms.list(&ListParams::default()).await.unwrap().items.is_empty());
     env.stop().await;
 }
@@ -508,7 +567,8 @@ async fn unschedulable_pods_get_kubernetes_reasons_and_wait() {
     wait_for("PodScheduled=False Unschedulable", T, || async {
         let p = pods.get("big").await.unwrap();
         let c = p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled")?;
-        (c.status == "False" && c.reason.as_deref() == Some("Unschedulable") && c.message.as_deref() == Some(msg)).then_some(())
+        (c.status == "False" && c.reason.as_deref() == Some("Unschedulable") && c.message.as_deref() == Some(msg))
+            .then_some(())
     })
     .await;
     let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
@@ -533,7 +593,9 @@ async fn unschedulable_pods_get_kubernetes_reasons_and_wait() {
     wait_for("affinity reason", T, || async {
         let p = pods.get("picky").await.unwrap();
         let c = p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled")?;
-        c.message?.starts_with("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.").then_some(())
+        c.message?
+            .starts_with("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.")
+            .then_some(())
     })
     .await;
     let nodes: Api<Node> = Api::all(env.client.clone());
@@ -549,13 +611,18 @@ async fn unschedulable_pods_get_kubernetes_reasons_and_wait() {
     .await;
     assert_eq!(p.spec.unwrap().node_name.unwrap(), target);
     let describe = env.kubectl(&["describe", "pod", "big"], T);
-    assert!(describe.stdout.contains("FailedScheduling") && describe.stdout.contains("Insufficient cpu"), "{describe:?}");
+    assert!(
+        describe.stdout.contains("FailedScheduling") && describe.stdout.contains("Insufficient cpu"),
+        "{describe:?}"
+    );
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_when_the_leader_dies() {
-    let mut env = Env::start(skiff_controllers::ControllerOptions { identity: Some("first".into()), ..fast_options() }, None).await;
+    let mut env =
+        Env::start(skiff_controllers::ControllerOptions { identity: Some("first".into()), ..fast_options() }, None)
+            .await;
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-system");
     let holder = |want: &'static str| {
         let leases = leases.clone();

@@ -6,9 +6,16 @@
 //!   inside one (probes connect from there).
 //! - [`pod`]: the [`PodNetwork`] seam the agent calls to wire a pod's netns
 //!   (addresses, routes), with [`LoopbackOnly`] until the bridge network lands.
+//! - [`bridge`]: [`bridge::BridgeNetwork`], the per-node bridge pod network
+//!   (veth per pod, host-gw routes to other nodes, pod egress masquerade).
+//! - [`ipam`]: pod addresses from the node's podCIDR, persisted on disk.
+//! - [`proxy`]: the service proxy, one nftables table (`ip skiff`).
 
+pub mod bridge;
+pub mod ipam;
 pub mod netns;
 pub mod pod;
+pub mod proxy;
 
 pub use pod::{LoopbackOnly, PodAddresses, PodNetwork, PodRef};
 
@@ -20,6 +27,12 @@ pub enum Error {
     Netlink { path: String, message: String },
     #[error("pod network for {pod}: {message}")]
     Pod { pod: String, message: String },
+    #[error("nftables: {message}")]
+    Nftables { message: String },
+    #[error("ipam {dir}: {message}")]
+    Ipam { dir: String, message: String },
+    #[error("node network: {message}")]
+    Node { message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -38,6 +38,7 @@ pub fn create(path: &Path) -> Result<()> {
     }
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(|e| err(path, format!("creating {}: {e}", dir.display())))?;
+        make_shared(dir).map_err(|e| err(path, format!("making {} a shared mount: {e}", dir.display())))?;
     }
     OpenOptions::new()
         .create(true)
@@ -64,6 +65,22 @@ pub fn create(path: &Path) -> Result<()> {
         let _ = fs::remove_file(path);
     }
     done
+}
+
+/// Make `dir` a shared mount (bind-mounting it onto itself first if it is
+/// not a mount point), as `ip netns` does for /run/netns: mount namespaces
+/// made later (every container's) then receive our unmounts, so a removed
+/// namespace is gone everywhere and its mount point can be deleted.
+fn make_shared(dir: &Path) -> nix::Result<()> {
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    match mount(None::<&str>, dir, None::<&str>, shared, None::<&str>) {
+        Err(nix::errno::Errno::EINVAL) => {
+            tracing::debug!(dir = %dir.display(), "bind-mounting the netns directory onto itself");
+            mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+            mount(None::<&str>, dir, None::<&str>, shared, None::<&str>)
+        }
+        other => other,
+    }
 }
 
 /// Bring `lo` up in the current thread's network namespace.
@@ -96,11 +113,18 @@ pub fn remove(path: &Path) -> Result<()> {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(err(path, format!("unmounting: {e}"))),
     }
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(err(path, format!("removing the mount point: {e}"))),
+    // a mount namespace made before the directory was shared may hold a
+    // copy of the mount for a moment (a container being set up): retry
+    let mut last = None;
+    for _ in 0..20 {
+        match fs::remove_file(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    Err(err(path, format!("removing the mount point: {}", last.map(|e| e.to_string()).unwrap_or_default())))
 }
 
 /// Run `f` on a thread that has joined the network namespace at `path`, and
@@ -173,6 +197,8 @@ mod tests {
         assert!(!exists(&path));
         assert!(!path.exists());
         remove(&path).unwrap();
+        // create made the directory a (shared) mount of itself
+        nix::mount::umount2(dir.path(), MntFlags::MNT_DETACH).unwrap();
     }
 
     #[test]

@@ -212,11 +212,15 @@ mod tests {
 
     #[test]
     fn default_copies_the_node_and_none_takes_only_dns_config() {
-        let p = pod(serde_json::json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"containers": [], "dnsPolicy": "Default"}}));
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"containers": [], "dnsPolicy": "Default"}}),
+        );
         assert_eq!(pod_dns(&p, &dns10(), "cluster.local", &node()), node());
-        let p = pod(serde_json::json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"containers": [], "dnsPolicy": "None",
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"containers": [], "dnsPolicy": "None",
             "dnsConfig": {"nameservers": ["1.2.3.4"], "searches": ["ns1.svc.cluster-domain.example", "my.dns.search.suffix"],
-                          "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}}));
+                          "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}}),
+        );
         assert_eq!(
             render_resolv_conf(&pod_dns(&p, &dns10(), "cluster.local", &node())),
             "nameserver 1.2.3.4\nsearch ns1.svc.cluster-domain.example my.dns.search.suffix\noptions ndots:2 edns0\n"
@@ -236,24 +240,32 @@ mod tests {
 
     #[test]
     fn host_network_cluster_first_falls_back_to_the_node() {
-        let p = pod(serde_json::json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"containers": [], "hostNetwork": true}}));
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"containers": [], "hostNetwork": true}}),
+        );
         assert_eq!(pod_dns(&p, &dns10(), "cluster.local", &node()), node());
-        let p = pod(serde_json::json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"containers": [], "hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"}}));
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"containers": [], "hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"}}),
+        );
         assert_eq!(pod_dns(&p, &dns10(), "cluster.local", &node()).nameservers, vec!["10.96.0.10"]);
     }
 
     #[test]
     fn hosts_file_has_localhost_the_pod_and_its_aliases() {
-        let p = pod(serde_json::json!({"metadata": {"name": "web-0", "namespace": "default"}, "spec": {"containers": [],
+        let p =
+            pod(serde_json::json!({"metadata": {"name": "web-0", "namespace": "default"}, "spec": {"containers": [],
             "hostname": "web", "subdomain": "nginx",
             "hostAliases": [{"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]}]}}));
         let ips: Vec<IpAddr> = vec!["10.244.0.5".parse().unwrap()];
         let h = hosts_file(&p, &ips, "cluster.local");
-        assert!(h.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"));
+        assert!(h.starts_with(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        ));
         assert!(h.contains("10.244.0.5\tweb.nginx.default.svc.cluster.local\tweb\n"), "{h}");
         assert!(h.ends_with("\n# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n"), "{h}");
         // no address (loopback-only pod network): no line for the pod
-        let p = pod(serde_json::json!({"metadata": {"name": "solo", "namespace": "default"}, "spec": {"containers": []}}));
+        let p =
+            pod(serde_json::json!({"metadata": {"name": "solo", "namespace": "default"}, "spec": {"containers": []}}));
         assert!(!hosts_file(&p, &[], "cluster.local").contains("solo"));
         assert_eq!(hostname_file(&p, "cluster.local"), "solo\n");
     }

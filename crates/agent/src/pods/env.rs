@@ -265,7 +265,10 @@ pub async fn container_env(
                 let optional = r.optional.unwrap_or(false);
                 match objects.config_map(ns, &r.name).await? {
                     Some(cm) => match cm.data.as_ref().and_then(|d| d.get(&r.key)).cloned().or_else(|| {
-                        cm.binary_data.as_ref().and_then(|d| d.get(&r.key)).map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                        cm.binary_data
+                            .as_ref()
+                            .and_then(|d| d.get(&r.key))
+                            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
                     }) {
                         Some(v) => v,
                         None if optional => continue,
@@ -380,16 +383,26 @@ pub(crate) mod tests {
         let img = image(&["/docker-entrypoint.sh"], &["nginx", "-g", "daemon off;"]);
         let c = |v: serde_json::Value| -> Container { obj(v) };
         // nothing given: entrypoint + cmd
-        assert_eq!(argv(&c(serde_json::json!({"name": "a"})), &img, &[]).unwrap(), ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]);
+        assert_eq!(
+            argv(&c(serde_json::json!({"name": "a"})), &img, &[]).unwrap(),
+            ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]
+        );
         // command given: command + args, the image's cmd ignored
         assert_eq!(argv(&c(serde_json::json!({"name": "a", "command": ["sleep"]})), &img, &[]).unwrap(), ["sleep"]);
-        assert_eq!(argv(&c(serde_json::json!({"name": "a", "command": ["sleep"], "args": ["10"]})), &img, &[]).unwrap(), ["sleep", "10"]);
+        assert_eq!(
+            argv(&c(serde_json::json!({"name": "a", "command": ["sleep"], "args": ["10"]})), &img, &[]).unwrap(),
+            ["sleep", "10"]
+        );
         // args only: entrypoint + args
-        assert_eq!(argv(&c(serde_json::json!({"name": "a", "args": ["x"]})), &img, &[]).unwrap(), ["/docker-entrypoint.sh", "x"]);
+        assert_eq!(
+            argv(&c(serde_json::json!({"name": "a", "args": ["x"]})), &img, &[]).unwrap(),
+            ["/docker-entrypoint.sh", "x"]
+        );
         // $(VAR) from the env, $$ escapes, unknown stays
         let env = vec![("MSG".to_string(), "hi".to_string())];
         assert_eq!(
-            argv(&c(serde_json::json!({"name": "a", "command": ["echo", "$(MSG)", "$$(MSG)", "$(NOPE)"]})), &img, &env).unwrap(),
+            argv(&c(serde_json::json!({"name": "a", "command": ["echo", "$(MSG)", "$$(MSG)", "$(NOPE)"]})), &img, &env)
+                .unwrap(),
             ["echo", "hi", "$(MSG)", "$(NOPE)"]
         );
         assert!(argv(&c(serde_json::json!({"name": "a"})), &ImageInfo::default(), &[]).is_err());
@@ -411,7 +424,12 @@ pub(crate) mod tests {
 
     #[test]
     fn service_links_as_kubernetes_writes_them() {
-        let env = service_env(&[svc("ns", "service-test", "10.0.0.11", serde_json::json!([{"name": "http", "port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]))]);
+        let env = service_env(&[svc(
+            "ns",
+            "service-test",
+            "10.0.0.11",
+            serde_json::json!([{"name": "http", "port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]),
+        )]);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("SERVICE_TEST_SERVICE_HOST"), Some("10.0.0.11"));
         assert_eq!(get("SERVICE_TEST_SERVICE_PORT"), Some("80"));
@@ -427,38 +445,48 @@ pub(crate) mod tests {
     }
 
     fn pod_with(container: serde_json::Value, links: Option<bool>) -> Pod {
-        let mut spec = serde_json::json!({"nodeName": "n1", "serviceAccountName": "default", "containers": [container]});
+        let mut spec =
+            serde_json::json!({"nodeName": "n1", "serviceAccountName": "default", "containers": [container]});
         if let Some(l) = links {
             spec["enableServiceLinks"] = l.into();
         }
-        obj(serde_json::json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "web"}}, "spec": spec}))
+        obj(
+            serde_json::json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "web"}}, "spec": spec}),
+        )
     }
 
     fn objects() -> MemObjects {
         let o = MemObjects::default();
         o.services.lock().unwrap().push(svc("ns", "service-test", "10.0.0.11", serde_json::json!([{"port": 80}])));
         o.services.lock().unwrap().push(svc("other", "elsewhere", "10.0.0.12", serde_json::json!([{"port": 80}])));
-        o.services.lock().unwrap().push(svc("default", "kubernetes", "10.96.0.1", serde_json::json!([{"name": "https", "port": 443}])));
+        o.services.lock().unwrap().push(svc(
+            "default",
+            "kubernetes",
+            "10.96.0.1",
+            serde_json::json!([{"name": "https", "port": 443}]),
+        ));
         o.config_maps.lock().unwrap().push(obj(serde_json::json!({"metadata": {"name": "cfg", "namespace": "ns"}, "data": {"mode": "fast", "bad=key": "x"}})));
-        o.secrets.lock().unwrap().push(obj(serde_json::json!({"metadata": {"name": "s", "namespace": "ns"}, "data": {"password": "c2VjcmV0"}})));
+        o.secrets.lock().unwrap().push(obj(
+            serde_json::json!({"metadata": {"name": "s", "namespace": "ns"}, "data": {"password": "c2VjcmV0"}}),
+        ));
         o
     }
 
     #[tokio::test]
     async fn env_resolves_every_source() {
         let c = serde_json::json!({"name": "app", "resources": {"limits": {"memory": "64Mi"}},
-            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}, {"secretRef": {"name": "missing", "optional": true}}],
-            "env": [
-                {"name": "GREETING", "value": "hello $(CFG_mode) at $(SERVICE_TEST_SERVICE_HOST)"},
-                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
-                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-                {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
-                {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
-                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s", "key": "password"}}},
-                {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope", "optional": true}}},
-                {"name": "CFG_mode", "value": "slow"}
-            ]});
+        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}, {"secretRef": {"name": "missing", "optional": true}}],
+        "env": [
+            {"name": "GREETING", "value": "hello $(CFG_mode) at $(SERVICE_TEST_SERVICE_HOST)"},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s", "key": "password"}}},
+            {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope", "optional": true}}},
+            {"name": "CFG_mode", "value": "slow"}
+        ]});
         let pod = pod_with(c, None);
         let facts = PodFacts { host_ips: vec!["192.0.2.1".parse().unwrap()], ..Default::default() };
         let env = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &facts, &objects()).await.unwrap();
@@ -484,18 +512,27 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn service_links_off_keeps_only_kubernetes() {
         let pod = pod_with(serde_json::json!({"name": "app"}), Some(false));
-        let env = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &PodFacts::default(), &objects()).await.unwrap();
+        let env = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &PodFacts::default(), &objects())
+            .await
+            .unwrap();
         assert!(env.iter().any(|(k, _)| k == "KUBERNETES_SERVICE_HOST"));
         assert!(!env.iter().any(|(k, _)| k == "SERVICE_TEST_SERVICE_HOST"));
     }
 
     #[tokio::test]
     async fn missing_references_are_clear_errors() {
-        let pod = pod_with(serde_json::json!({"name": "app", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope"}}}]}), None);
-        let e = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &PodFacts::default(), &objects()).await.unwrap_err();
+        let pod = pod_with(
+            serde_json::json!({"name": "app", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope"}}}]}),
+            None,
+        );
+        let e = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &PodFacts::default(), &objects())
+            .await
+            .unwrap_err();
         assert_eq!(e, "couldn't find key nope in ConfigMap ns/cfg");
         let pod = pod_with(serde_json::json!({"name": "app", "envFrom": [{"secretRef": {"name": "gone"}}]}), None);
-        let e = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &PodFacts::default(), &objects()).await.unwrap_err();
+        let e = container_env(&pod, &pod.spec.as_ref().unwrap().containers[0], &PodFacts::default(), &objects())
+            .await
+            .unwrap_err();
         assert_eq!(e, "secret \"gone\" not found");
     }
 

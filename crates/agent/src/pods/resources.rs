@@ -125,7 +125,8 @@ pub fn runtime_resources(c: &Container) -> Resources {
         m if m <= 0 => MIN_SHARES,
         m => ((m as u64) * 1024 / 1000).max(MIN_SHARES),
     };
-    let quota = limit(c, "cpu").map(|a| a.milli()).filter(|m| *m > 0).map(|m| (m * CPU_PERIOD as i64 / 1000).max(MIN_QUOTA));
+    let quota =
+        limit(c, "cpu").map(|a| a.milli()).filter(|m| *m > 0).map(|m| (m * CPU_PERIOD as i64 / 1000).max(MIN_QUOTA));
     Resources {
         cpu_shares: Some(shares),
         cpu_quota: quota,
@@ -222,7 +223,9 @@ mod tests {
 
     #[test]
     fn cgroup_settings_follow_the_kubelet() {
-        let r = runtime_resources(&container(serde_json::json!({"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}})));
+        let r = runtime_resources(&container(
+            serde_json::json!({"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}}),
+        ));
         assert_eq!(r.cpu_shares, Some(256));
         assert_eq!(r.cpu_quota, Some(50_000));
         assert_eq!(r.cpu_period, Some(100_000));
@@ -240,13 +243,20 @@ mod tests {
     #[test]
     fn qos_classes() {
         let pod = |res: Vec<serde_json::Value>| -> Pod {
-            let cs: Vec<_> = res.into_iter().enumerate().map(|(i, r)| serde_json::json!({"name": format!("c{i}"), "resources": r})).collect();
+            let cs: Vec<_> = res
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| serde_json::json!({"name": format!("c{i}"), "resources": r}))
+                .collect();
             serde_json::from_value(serde_json::json!({"metadata": {}, "spec": {"containers": cs}})).unwrap()
         };
         assert_eq!(qos_class(&pod(vec![serde_json::json!({})])), "BestEffort");
         assert_eq!(qos_class(&pod(vec![serde_json::json!({"limits": {"cpu": "1", "memory": "1Gi"}})])), "Guaranteed");
         assert_eq!(
-            qos_class(&pod(vec![serde_json::json!({"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}), serde_json::json!({})])),
+            qos_class(&pod(vec![
+                serde_json::json!({"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}),
+                serde_json::json!({})
+            ])),
             "Burstable"
         );
         assert_eq!(qos_class(&pod(vec![serde_json::json!({"requests": {"cpu": "100m"}})])), "Burstable");
@@ -254,7 +264,8 @@ mod tests {
 
     #[test]
     fn resource_field_refs() {
-        let c = container(serde_json::json!({"requests": {"cpu": "250m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}));
+        let c =
+            container(serde_json::json!({"requests": {"cpu": "250m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}));
         let mut node = BTreeMap::new();
         node.insert("cpu".to_string(), Amount::parse("4").unwrap());
         assert_eq!(resource_field_value(&c, "requests.cpu", None, &node).unwrap(), "1");

@@ -19,10 +19,10 @@ mod containers;
 mod content;
 mod images;
 pub mod logger;
-mod oci;
+pub mod oci;
 mod pause;
 pub mod reference;
-mod registry;
+pub(crate) mod registry;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -36,8 +36,8 @@ use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
 use tracing::debug;
 
-pub use archive::{build_oci_archive, LayerEntry};
-pub use pause::{ensure_pause_image, PAUSE_IMAGE};
+pub use archive::{build_oci_archive, LayerEntry, OciArchive};
+pub use pause::{ensure_pause_image, pause_archive, PAUSE_IMAGE};
 
 use super::{ContainerInfo, ContainerSpec, ImageInfo, RegistryAuth, Result, Runtime, RuntimeError};
 
@@ -84,9 +84,9 @@ impl ContainerdRuntime {
     /// Container logs are written by `<this executable> logger <path>`
     /// (the `skiff logger` subcommand); see [`Self::with_logger`].
     pub async fn connect(address: &Path, namespace: &str) -> Result<Self> {
-        let unavailable = |message: String| RuntimeError::Unavailable { address: address.display().to_string(), message };
-        if namespace.is_empty()
-            || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        let unavailable =
+            |message: String| RuntimeError::Unavailable { address: address.display().to_string(), message };
+        if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
             return Err(unavailable(format!("invalid containerd namespace {namespace:?}")));
         }
@@ -150,7 +150,8 @@ impl ContainerdRuntime {
     /// collector until [`Self::delete_lease`], or an hour if the agent dies.
     async fn create_lease(&self, purpose: &str) -> Result<Lease> {
         let id = format!("skiff-{purpose}-{}", unique_suffix());
-        let expire = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let expire =
+            (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let labels = [("containerd.io/gc.expire".to_string(), expire)].into_iter().collect();
         debug!(lease = %id, "creating lease");
         LeasesClient::new(self.channel())
@@ -163,8 +164,9 @@ impl ContainerdRuntime {
 
     async fn delete_lease(&self, lease: Lease) {
         debug!(lease = %lease.id, "deleting lease");
-        if let Err(status) =
-            LeasesClient::new(self.channel()).delete(self.request(DeleteRequest { id: lease.id.clone(), sync: false })).await
+        if let Err(status) = LeasesClient::new(self.channel())
+            .delete(self.request(DeleteRequest { id: lease.id.clone(), sync: false }))
+            .await
         {
             tracing::warn!(lease = %lease.id, "deleting lease: {}", status.message());
         }
@@ -221,10 +223,6 @@ fn is_already_exists(status: &Status) -> bool {
 fn timestamp_to_chrono(ts: Option<&prost_types::Timestamp>) -> Option<chrono::DateTime<chrono::Utc>> {
     let ts = ts?;
     chrono::DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(0))
-}
-
-fn chrono_to_timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
 #[async_trait::async_trait]

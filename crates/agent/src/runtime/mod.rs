@@ -6,6 +6,8 @@
 //! [`LABEL_NODE`] with its node name, so several agents can share one
 //! containerd (tests do) without touching each other's containers.
 
+pub mod containerd;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

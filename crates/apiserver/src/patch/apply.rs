@@ -174,29 +174,46 @@ pub struct Conflict {
     pub manager: String,
     pub api_version: String,
     pub field: String,
+    /// The subresource the owner wrote through (`scale`), if any.
+    pub subresource: Option<String>,
+    /// `Apply` or `Update`.
+    pub operation: String,
+}
+
+impl Conflict {
+    /// The owner as Kubernetes prints it: `"team-b"` for an applier,
+    /// `"kubectl-client-side-apply" using apps/v1` for an updater, with
+    /// ` with subresource "scale"` where it wrote through one.
+    pub fn owner(&self) -> String {
+        let mut out = format!("\"{}\"", self.manager);
+        if let Some(s) = &self.subresource {
+            out.push_str(&format!(" with subresource \"{s}\""));
+        }
+        if self.operation == "Update" {
+            out.push_str(&format!(" using {}", self.api_version));
+        }
+        out
+    }
 }
 
 /// Kubernetes' message for apply conflicts.
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
     if conflicts.len() == 1 {
         let c = &conflicts[0];
-        return format!(
-            "Apply failed with 1 conflict: conflict with \"{}\" using {}: {}",
-            c.manager, c.api_version, c.field
-        );
+        return format!("Apply failed with 1 conflict: conflict with {}: {}", c.owner(), c.field);
     }
-    let mut by_manager: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut by_owner: Vec<(String, Vec<String>)> = Vec::new();
     for c in conflicts {
-        match by_manager.iter_mut().find(|(m, v, _)| *m == c.manager && *v == c.api_version) {
-            Some((_, _, fs)) => fs.push(c.field.clone()),
-            None => by_manager.push((c.manager.clone(), c.api_version.clone(), vec![c.field.clone()])),
+        match by_owner.iter_mut().find(|(o, _)| *o == c.owner()) {
+            Some((_, fs)) => fs.push(c.field.clone()),
+            None => by_owner.push((c.owner(), vec![c.field.clone()])),
         }
     }
-    let parts: Vec<String> = by_manager
+    let parts: Vec<String> = by_owner
         .iter()
-        .map(|(m, v, fs)| {
+        .map(|(o, fs)| {
             let list: Vec<String> = fs.iter().map(|f| format!("- {f}")).collect();
-            format!("conflicts with \"{m}\" using {v}:\n{}", list.join("\n"))
+            format!("conflicts with {o}:\n{}", list.join("\n"))
         })
         .collect();
     format!("Apply failed with {} conflicts: {}", conflicts.len(), parts.join("\n"))
@@ -224,13 +241,15 @@ pub fn apply(
     let leaves: Vec<Vec<String>> =
         applied.paths().into_iter().filter(|p| !value_at(&applied_view, p).is_some_and(Value::is_object)).collect();
     let mut conflicts = Vec::new();
-    for e in entries.iter().filter(|e| e.manager != manager && e.subresource.is_none()) {
+    for e in entries.iter().filter(|e| e.manager != manager && e.subresource.as_deref() != Some("status")) {
         for p in &leaves {
             if e.set.contains(p) && value_at(&live_view, p) != value_at(&applied_view, p) {
                 conflicts.push(Conflict {
                     manager: e.manager.clone(),
                     api_version: e.api_version.clone(),
                     field: display(p),
+                    subresource: e.subresource.clone(),
+                    operation: e.operation.clone(),
                 });
             }
         }
@@ -264,12 +283,17 @@ pub fn apply(
         remove_at(&mut merged, p);
     }
     merge_into(&mut merged, config, def);
+    // the entry's time moves only when what the manager owns changes
+    let time = entries
+        .iter()
+        .find(|e| e.same_slot(manager, "Apply", None) && e.set == applied && e.api_version == api_version)
+        .map_or_else(now, |e| e.time.clone());
     entries.retain(|e| !e.same_slot(manager, "Apply", None));
     entries.push(Entry {
         manager: manager.to_string(),
         operation: "Apply".into(),
         api_version: api_version.to_string(),
-        time: now(),
+        time,
         subresource: None,
         set: applied,
     });

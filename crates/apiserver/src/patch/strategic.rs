@@ -15,6 +15,8 @@ pub enum PatchError {
     Invalid { path: String, message: String },
     #[error("patch is nested deeper than {0} levels")]
     TooDeep(usize),
+    #[error("invalid patch format of retainKeys")]
+    RetainKeys,
 }
 
 const MAX_DEPTH: usize = 100;
@@ -62,13 +64,14 @@ fn merge_map(
     let retain: Option<Vec<String>> = match patch.get(RETAIN_KEYS) {
         None => None,
         Some(Value::Array(keys)) => Some(keys.iter().filter_map(|k| k.as_str().map(str::to_string)).collect()),
-        Some(_) => {
-            return Err(PatchError::Invalid {
-                path: path.into(),
-                message: "$retainKeys must be a list of strings".into(),
-            })
-        }
+        Some(_) => return Err(PatchError::RetainKeys),
     };
+    // every field the patch sets must be one of the keys it retains
+    if let Some(keep) = &retain {
+        if patch.keys().filter(|k| !k.starts_with('$')).any(|k| !keep.contains(k)) {
+            return Err(PatchError::RetainKeys);
+        }
+    }
     for (k, v) in patch {
         if k == PATCH || k == RETAIN_KEYS {
             continue;
@@ -153,7 +156,14 @@ fn merge_list(
             Ok(out)
         }
         Some(key) => {
-            let mut out = orig;
+            // index the items by merge key once, so long lists merge in linear time
+            let mut out: Vec<Option<Value>> = orig.into_iter().map(Some).collect();
+            let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+            for (i, o) in out.iter().enumerate() {
+                if let Some(k) = o.as_ref().and_then(|o| o.get(key)) {
+                    index.entry(k.to_string()).or_insert(i);
+                }
+            }
             for item in patch {
                 let Value::Object(pm) = item else {
                     return Err(PatchError::Invalid {
@@ -167,32 +177,35 @@ fn merge_list(
                         message: format!("map: {item} does not contain declared merge key: {key}"),
                     });
                 };
-                let pos = out.iter().position(|o| o.get(key) == Some(kv));
+                let k = kv.to_string();
                 if pm.get(PATCH).and_then(Value::as_str) == Some("delete") {
-                    out.retain(|o| o.get(key) != Some(kv));
+                    if let Some(i) = index.remove(&k) {
+                        out[i] = None;
+                    }
                     continue;
                 }
-                match pos {
+                match index.get(&k).copied() {
                     Some(i) => {
-                        let o = match std::mem::take(&mut out[i]) {
-                            Value::Object(m) => m,
+                        let o = match out[i].take() {
+                            Some(Value::Object(m)) => m,
                             _ => Map::new(),
                         };
                         match merge_map(o, pm, item_def, path, depth + 1)? {
-                            Some(m) => out[i] = Value::Object(m),
+                            Some(m) => out[i] = Some(Value::Object(m)),
                             None => {
-                                out.remove(i);
+                                index.remove(&k);
                             }
                         }
                     }
                     None => {
                         if let Some(m) = merge_map(Map::new(), pm, item_def, path, depth + 1)? {
-                            out.push(Value::Object(m));
+                            index.insert(k, out.len());
+                            out.push(Some(Value::Object(m)));
                         }
                     }
                 }
             }
-            Ok(out)
+            Ok(out.into_iter().flatten().collect())
         }
     }
 }

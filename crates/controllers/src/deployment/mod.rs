@@ -40,7 +40,8 @@ fn owner_deployment_key(rs: &ReplicaSet) -> Option<Key> {
 }
 
 pub fn start(ctx: Arc<Ctx>) -> impl Future<Output = ()> + Send + 'static {
-    let dc = Arc::new(Dc { queue: WorkQueue::new(), recorder: ctx.recorder.for_component(COMPONENT), ctx: ctx.clone() });
+    let dc =
+        Arc::new(Dc { queue: WorkQueue::new(), recorder: ctx.recorder.for_component(COMPONENT), ctx: ctx.clone() });
     {
         let q = dc.queue.clone();
         ctx.informers.deployments.on_change(move |c| q.add(Key::of(&**c.object())));
@@ -152,7 +153,11 @@ impl Dc {
 
     /// The ReplicaSets this deployment controls, adopting matching orphans
     /// and releasing those that stopped matching.
-    async fn claim_replicasets(&self, d: &Deployment, selector: &LabelSelector) -> Result<Vec<ReplicaSet>, kube::Error> {
+    async fn claim_replicasets(
+        &self,
+        d: &Deployment,
+        selector: &LabelSelector,
+    ) -> Result<Vec<ReplicaSet>, kube::Error> {
         let uid = d.uid().unwrap_or_default();
         let ns = d.namespace();
         let mut out = Vec::new();
@@ -186,9 +191,17 @@ impl Dc {
         Ok(out)
     }
 
-    async fn patch_owner_refs(&self, rs: &ReplicaSet, refs: serde_json::Value) -> Result<Option<ReplicaSet>, kube::Error> {
+    async fn patch_owner_refs(
+        &self,
+        rs: &ReplicaSet,
+        refs: serde_json::Value,
+    ) -> Result<Option<ReplicaSet>, kube::Error> {
         let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": rs.resource_version()}});
-        match self.rs_api(&rs.namespace().unwrap_or_default()).patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match self
+            .rs_api(&rs.namespace().unwrap_or_default())
+            .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(rs) => Ok(Some(rs)),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
             Err(e) => Err(e),
@@ -206,13 +219,12 @@ impl Dc {
         let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
         let existing = rs_list
             .iter()
-            .find(|rs| rs.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|t| equal_ignore_hash(t, &template)))
+            .find(|rs| {
+                rs.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|t| equal_ignore_hash(t, &template))
+            })
             .cloned();
-        let old: Vec<ReplicaSet> = rs_list
-            .iter()
-            .filter(|rs| existing.as_ref().is_none_or(|e| e.uid() != rs.uid()))
-            .cloned()
-            .collect();
+        let old: Vec<ReplicaSet> =
+            rs_list.iter().filter(|rs| existing.as_ref().is_none_or(|e| e.uid() != rs.uid())).cloned().collect();
         let new_rs = self.get_new_replicaset(d, &old, existing, create).await?;
         Ok((new_rs, old))
     }
@@ -230,7 +242,8 @@ impl Dc {
             let mut rs = existing.clone();
             let annotations_updated = set_new_rs_annotations(d, &mut rs, new_revision, true);
             let min_ready = d.spec.as_ref().and_then(|s| s.min_ready_seconds);
-            let min_ready_update = rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0) != min_ready.unwrap_or(0);
+            let min_ready_update =
+                rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0) != min_ready.unwrap_or(0);
             if annotations_updated || min_ready_update {
                 if let Some(s) = rs.spec.as_mut() {
                     s.min_ready_seconds = min_ready;
@@ -245,7 +258,12 @@ impl Dc {
                 let mut status = d.status.clone().unwrap_or_default();
                 set_condition(
                     &mut status,
-                    new_condition(PROGRESSING, "True", FOUND_NEW_RS_REASON, format!("Found new replica set \"{}\"", rs.name_any())),
+                    new_condition(
+                        PROGRESSING,
+                        "True",
+                        FOUND_NEW_RS_REASON,
+                        format!("Found new replica set \"{}\"", rs.name_any()),
+                    ),
                 );
                 self.write_status(d, status).await?;
             }
@@ -287,7 +305,8 @@ impl Dc {
             Ok(c) => (c, false),
             Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => {
                 let found = self.rs_api(&ns).get(&rs.name_any()).await?;
-                let ours = pod::controller_of(found.owner_references()).is_some_and(|c| Some(&c.uid) == d.uid().as_ref());
+                let ours =
+                    pod::controller_of(found.owner_references()).is_some_and(|c| Some(&c.uid) == d.uid().as_ref());
                 let same = found.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|t| {
                     equal_ignore_hash(t, &d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default())
                 });
@@ -305,7 +324,10 @@ impl Dc {
                 let msg = format!("Failed to create new replica set \"{}\": {}", rs.name_any(), error_message(&e));
                 if progress_deadline(d).is_some() {
                     let mut status = d.status.clone().unwrap_or_default();
-                    set_condition(&mut status, new_condition(PROGRESSING, "False", FAILED_RS_CREATE_REASON, msg.clone()));
+                    set_condition(
+                        &mut status,
+                        new_condition(PROGRESSING, "False", FAILED_RS_CREATE_REASON, msg.clone()),
+                    );
                     let _ = self.write_status(d, status).await;
                 }
                 self.recorder.warning(d, FAILED_RS_CREATE_REASON, msg);
@@ -313,14 +335,23 @@ impl Dc {
             }
         };
         if !already && count > 0 {
-            self.recorder.normal(d, "ScalingReplicaSet", format!("Scaled up replica set {} from 0 to {count}", created.name_any()));
+            self.recorder.normal(
+                d,
+                "ScalingReplicaSet",
+                format!("Scaled up replica set {} from 0 to {count}", created.name_any()),
+            );
         }
         self.set_deployment_revision(d, &new_revision.to_string()).await?;
         if !already && progress_deadline(d).is_some() {
             let mut status = d.status.clone().unwrap_or_default();
             set_condition(
                 &mut status,
-                new_condition(PROGRESSING, "True", NEW_RS_REASON, format!("Created new replica set \"{}\"", created.name_any())),
+                new_condition(
+                    PROGRESSING,
+                    "True",
+                    NEW_RS_REASON,
+                    format!("Created new replica set \"{}\"", created.name_any()),
+                ),
             );
             self.write_status(d, status).await?;
         }
@@ -376,9 +407,15 @@ impl Dc {
         let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
         let mut status = status.clone();
         if paused && !paused_exists {
-            set_condition(&mut status, new_condition(PROGRESSING, "Unknown", PAUSED_REASON, "Deployment is paused".into()));
+            set_condition(
+                &mut status,
+                new_condition(PROGRESSING, "Unknown", PAUSED_REASON, "Deployment is paused".into()),
+            );
         } else if !paused && paused_exists {
-            set_condition(&mut status, new_condition(PROGRESSING, "Unknown", RESUMED_REASON, "Deployment is resumed".into()));
+            set_condition(
+                &mut status,
+                new_condition(PROGRESSING, "Unknown", RESUMED_REASON, "Deployment is resumed".into()),
+            );
         } else {
             return Ok(());
         }
@@ -388,13 +425,21 @@ impl Dc {
     async fn is_scaling_event(&self, d: &mut Deployment, rs_list: &[ReplicaSet]) -> Result<bool, kube::Error> {
         let (new_rs, old) = self.get_all_replicasets(d, rs_list, false).await?;
         let want = replicas(d);
-        Ok(old.iter().chain(new_rs.iter()).filter(|rs| rs_replicas(rs) > 0).any(|rs| {
-            desired_replicas_annotation(rs).is_some_and(|desired| desired != want)
-        }))
+        Ok(old
+            .iter()
+            .chain(new_rs.iter())
+            .filter(|rs| rs_replicas(rs) > 0)
+            .any(|rs| desired_replicas_annotation(rs).is_some_and(|desired| desired != want)))
     }
 
     /// Scale a ReplicaSet (and keep its desired/max annotations current).
-    async fn scale_replicaset(&self, rs: &mut ReplicaSet, to: i32, d: &Deployment, op: &str) -> Result<bool, kube::Error> {
+    async fn scale_replicaset(
+        &self,
+        rs: &mut ReplicaSet,
+        to: i32,
+        d: &Deployment,
+        op: &str,
+    ) -> Result<bool, kube::Error> {
         let from = rs_replicas(rs);
         let size_changed = from != to;
         let desired = replicas(d);
@@ -407,9 +452,16 @@ impl Dc {
             s.replicas = Some(to);
         }
         set_replicas_annotations(&mut copy, desired, max);
-        let updated = self.rs_api(&rs.namespace().unwrap_or_default()).replace(&rs.name_any(), &PostParams::default(), &copy).await?;
+        let updated = self
+            .rs_api(&rs.namespace().unwrap_or_default())
+            .replace(&rs.name_any(), &PostParams::default(), &copy)
+            .await?;
         if size_changed {
-            self.recorder.normal(d, "ScalingReplicaSet", format!("Scaled {op} replica set {} from {from} to {to}", rs.name_any()));
+            self.recorder.normal(
+                d,
+                "ScalingReplicaSet",
+                format!("Scaled {op} replica set {} from {from} to {to}", rs.name_any()),
+            );
         }
         *rs = updated;
         Ok(size_changed)
@@ -433,7 +485,12 @@ impl Dc {
         self.sync_deployment_status(d, &old, new_rs.as_ref()).await
     }
 
-    async fn scale(&self, d: &Deployment, mut new_rs: Option<&mut ReplicaSet>, old: &mut [ReplicaSet]) -> Result<(), kube::Error> {
+    async fn scale(
+        &self,
+        d: &Deployment,
+        mut new_rs: Option<&mut ReplicaSet>,
+        old: &mut [ReplicaSet],
+    ) -> Result<(), kube::Error> {
         let want = replicas(d);
         // one active (or else the newest) ReplicaSet takes the whole count
         let active: Vec<usize> = (0..old.len()).filter(|i| rs_replicas(&old[*i]) > 0).collect();
@@ -532,7 +589,12 @@ impl Dc {
         self.sync_rollout_status(d, &old, Some(&new_rs)).await
     }
 
-    async fn reconcile_new_rs(&self, d: &Deployment, new_rs: &mut ReplicaSet, old: &[ReplicaSet]) -> Result<bool, kube::Error> {
+    async fn reconcile_new_rs(
+        &self,
+        d: &Deployment,
+        new_rs: &mut ReplicaSet,
+        old: &[ReplicaSet],
+    ) -> Result<bool, kube::Error> {
         let want = replicas(d);
         if rs_replicas(new_rs) == want {
             return Ok(false);
@@ -545,7 +607,12 @@ impl Dc {
         self.scale_and_record(new_rs, count, d).await
     }
 
-    async fn reconcile_old_rss(&self, d: &Deployment, new_rs: &ReplicaSet, old: &mut [ReplicaSet]) -> Result<bool, kube::Error> {
+    async fn reconcile_old_rss(
+        &self,
+        d: &Deployment,
+        new_rs: &ReplicaSet,
+        old: &mut [ReplicaSet],
+    ) -> Result<bool, kube::Error> {
         let old_count = sum_spec_replicas(&refs(old));
         if old_count == 0 {
             return Ok(false);
@@ -651,7 +718,10 @@ impl Dc {
             {
                 continue;
             }
-            let dp = DeleteParams { preconditions: Some(Preconditions { uid: rs.uid(), resource_version: None }), ..Default::default() };
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions { uid: rs.uid(), resource_version: None }),
+                ..Default::default()
+            };
             match self.rs_api(&rs.namespace().unwrap_or_default()).delete(&rs.name_any(), &dp).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
@@ -686,20 +756,35 @@ impl Dc {
         } else {
             set_condition(
                 &mut status,
-                new_condition(AVAILABLE, "False", MIN_UNAVAILABLE_REASON, "Deployment does not have minimum availability.".into()),
+                new_condition(
+                    AVAILABLE,
+                    "False",
+                    MIN_UNAVAILABLE_REASON,
+                    "Deployment does not have minimum availability.".into(),
+                ),
             );
         }
         status
     }
 
-    async fn sync_deployment_status(&self, d: &Deployment, old: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> Result<Action, kube::Error> {
+    async fn sync_deployment_status(
+        &self,
+        d: &Deployment,
+        old: &[ReplicaSet],
+        new_rs: Option<&ReplicaSet>,
+    ) -> Result<Action, kube::Error> {
         let status = self.calculate_status(d, old, new_rs);
         let mut d = d.clone();
         self.write_status(&mut d, status).await?;
         Ok(Action::await_change())
     }
 
-    async fn sync_rollout_status(&self, d: &mut Deployment, old: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> Result<Action, kube::Error> {
+    async fn sync_rollout_status(
+        &self,
+        d: &mut Deployment,
+        old: &[ReplicaSet],
+        new_rs: Option<&ReplicaSet>,
+    ) -> Result<Action, kube::Error> {
         let mut status = self.calculate_status(d, old, new_rs);
         let deadline = progress_deadline(d).is_some();
         if !deadline {
@@ -739,7 +824,9 @@ impl Dc {
             }
         }
         let action = match progress_deadline_at(d, &status) {
-            Some(at) if !deployment_complete(d, &status) => Action::requeue(crate::time::until(&at) + Duration::from_secs(1)),
+            Some(at) if !deployment_complete(d, &status) => {
+                Action::requeue(crate::time::until(&at) + Duration::from_secs(1))
+            }
             _ => Action::await_change(),
         };
         self.write_status(d, status).await?;

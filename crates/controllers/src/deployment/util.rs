@@ -373,7 +373,6 @@ mod tests {
                     rolling_update: Some(RollingUpdateDeployment {
                         max_surge: Some(surge),
                         max_unavailable: Some(unavailable),
-                        ..Default::default()
                     }),
                 }),
                 ..Default::default()

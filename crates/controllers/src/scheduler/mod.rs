@@ -105,7 +105,8 @@ fn wants_scheduling(p: &Pod) -> bool {
 fn node_changed_for_scheduling(old: Option<&Node>, new: &Node) -> bool {
     let Some(old) = old else { return true };
     old.labels() != new.labels()
-        || old.spec.as_ref().map(|s| (&s.taints, s.unschedulable)) != new.spec.as_ref().map(|s| (&s.taints, s.unschedulable))
+        || old.spec.as_ref().map(|s| (&s.taints, s.unschedulable))
+            != new.spec.as_ref().map(|s| (&s.taints, s.unschedulable))
         || old.status.as_ref().map(|s| &s.allocatable) != new.status.as_ref().map(|s| &s.allocatable)
         || ready_status(old) != ready_status(new)
 }
@@ -184,7 +185,8 @@ impl Scheduler {
                 if wants_scheduling(new) {
                     let key = Key::of(&**new);
                     // a status-only change (our own condition) is no reason to retry
-                    let changed = old.as_ref().is_none_or(|o| o.spec != new.spec || o.metadata.labels != new.metadata.labels);
+                    let changed =
+                        old.as_ref().is_none_or(|o| o.spec != new.spec || o.metadata.labels != new.metadata.labels);
                     let parked = self.unschedulable.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key);
                     if changed || !parked {
                         self.unschedulable.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
@@ -288,9 +290,16 @@ impl Scheduler {
             "metadata": {"name": key.name, "namespace": key.ns(), "uid": uid},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         });
-        match api.create_subresource::<_, serde_json::Value>("binding", &key.name, &PostParams::default(), &binding).await {
+        match api
+            .create_subresource::<_, serde_json::Value>("binding", &key.name, &PostParams::default(), &binding)
+            .await
+        {
             Ok(_) => {
-                self.recorder.normal(p, "Scheduled", format!("Successfully assigned {}/{} to {node}", key.ns(), key.name));
+                self.recorder.normal(
+                    p,
+                    "Scheduled",
+                    format!("Successfully assigned {}/{} to {node}", key.ns(), key.name),
+                );
             }
             Err(e) => {
                 self.lock().remove_pod(uid);
@@ -310,7 +319,9 @@ impl Scheduler {
         self.recorder.warning(p, "FailedScheduling", message.clone());
         let current = pod::condition(p, "PodScheduled");
         let same = current.is_some_and(|c| {
-            c.status == "False" && c.reason.as_deref() == Some("Unschedulable") && c.message.as_deref() == Some(message.as_str())
+            c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+                && c.message.as_deref() == Some(message.as_str())
         });
         if same {
             return;

@@ -18,11 +18,8 @@ pub fn parse_quantity(q: &str) -> Option<f64> {
     let q = q.trim();
     let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(q.len());
     let (num, suffix) = q.split_at(split);
-    let (num, suffix) = if suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok() {
-        (q, "")
-    } else {
-        (num, suffix)
-    };
+    let (num, suffix) =
+        if suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok() { (q, "") } else { (num, suffix) };
     let n: f64 = num.parse().ok()?;
     let mult = match suffix {
         "" => 1.0,
@@ -252,7 +249,8 @@ fn taints_with_readiness(node: &Node) -> Vec<Taint> {
     let mut taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
     // a node that is not Ready counts as tainted even before the node
     // lifecycle loop has put the taint on
-    let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let ready =
+        node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
     let key = match ready.map(|c| c.status.as_str()) {
         Some("True") => None,
         Some("False") => Some(NOT_READY),
@@ -285,7 +283,8 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok()))
+            let (Some(v), Some(bound)) =
+                (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok()))
             else {
                 return false;
             };
@@ -304,14 +303,21 @@ pub fn filter(needs: &PodNeeds, ni: &NodeInfo) -> Result<(), Vec<Reason>> {
     let node = &ni.node;
     // NodeUnschedulable
     if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
-        let t = Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), value: None, time_added: None };
+        let t = Taint {
+            key: "node.kubernetes.io/unschedulable".into(),
+            effect: "NoSchedule".into(),
+            value: None,
+            time_added: None,
+        };
         if !needs.tolerations.iter().any(|tol| tolerates(tol, &t)) {
             return Err(reason("node(s) were unschedulable", true));
         }
     }
     // TaintToleration
     for t in taints_with_readiness(node) {
-        if (t.effect == "NoSchedule" || t.effect == "NoExecute") && !needs.tolerations.iter().any(|tol| tolerates(tol, &t)) {
+        if (t.effect == "NoSchedule" || t.effect == "NoExecute")
+            && !needs.tolerations.iter().any(|tol| tolerates(tol, &t))
+        {
             return Err(reason(
                 format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value.as_deref().unwrap_or("")),
                 true,
@@ -470,7 +476,7 @@ mod tests {
     #[test]
     fn failed_scheduling_message_reads_like_kubernetes() {
         let needs = pod_needing("2");
-        let nodes = vec![node("a", "1", true, vec![]), node("b", "1", true, vec![]), node("c", "8", false, vec![])];
+        let nodes = [node("a", "1", true, vec![]), node("b", "1", true, vec![]), node("c", "8", false, vec![])];
         let failures: Vec<Vec<Reason>> = nodes.iter().filter_map(|n| filter(&needs, n).err()).collect();
         assert_eq!(
             fit_error_message(3, &failures),
@@ -492,7 +498,8 @@ mod tests {
 
     #[test]
     fn tolerations_let_pods_onto_tainted_nodes() {
-        let taint = Taint { key: "dedicated".into(), value: Some("gpu".into()), effect: "NoSchedule".into(), time_added: None };
+        let taint =
+            Taint { key: "dedicated".into(), value: Some("gpu".into()), effect: "NoSchedule".into(), time_added: None };
         let n = node("a", "4", true, vec![taint]);
         let mut needs = pod_needing("100m");
         assert_eq!(filter(&needs, &n).unwrap_err()[0].text, "node(s) had untolerated taint {dedicated: gpu}");

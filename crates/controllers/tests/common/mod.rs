@@ -67,9 +67,10 @@ impl Env {
         let running = skiff_apiserver::start(config, store).await.unwrap();
         let server = format!("https://127.0.0.1:{}", running.addr.port());
         let tls = &running.tls;
-        let client = skiff_controllers::client_from_pem(&server, &tls.ca_cert_pem, &tls.admin_cert_pem, &tls.admin_key_pem)
-            .await
-            .unwrap();
+        let client =
+            skiff_controllers::client_from_pem(&server, &tls.ca_cert_pem, &tls.admin_cert_pem, &tls.admin_key_pem)
+                .await
+                .unwrap();
         let kubeconfig = dir.path().join("kubeconfig.yaml");
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server, tls)).unwrap();
         let (stop, rx) = watch::channel(false);
@@ -139,7 +140,12 @@ impl KubectlOutput {
 }
 
 /// kubectl 1.33 with its own cache dir; a missing binary fails the test.
-pub fn kubectl(kubeconfig: &std::path::Path, scratch: &std::path::Path, args: &[&str], timeout: Duration) -> KubectlOutput {
+pub fn kubectl(
+    kubeconfig: &std::path::Path,
+    scratch: &std::path::Path,
+    args: &[&str],
+    timeout: Duration,
+) -> KubectlOutput {
     assert!(
         std::path::Path::new(KUBECTL).is_file(),
         "kubectl 1.33 not found at {KUBECTL}: install the Google Cloud SDK kubectl components"
@@ -179,7 +185,8 @@ pub fn kubectl(kubeconfig: &std::path::Path, scratch: &std::path::Path, args: &[
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let out = KubectlOutput { code: status.and_then(|s| s.code()), stdout: o.join().unwrap(), stderr: e.join().unwrap() };
+    let out =
+        KubectlOutput { code: status.and_then(|s| s.code()), stdout: o.join().unwrap(), stderr: e.join().unwrap() };
     assert!(status.is_some(), "kubectl {} did not finish within {timeout:?}: {out:?}", args.join(" "));
     out
 }
@@ -239,7 +246,13 @@ pub async fn ready_pods(client: &kube::Client, ns: &str, app: &str) -> Vec<Pod> 
 }
 
 /// Wait until the deployment is fully rolled out with `replicas` ready pods.
-pub async fn wait_rolled_out(client: &kube::Client, ns: &str, name: &str, replicas: i32, timeout: Duration) -> Deployment {
+pub async fn wait_rolled_out(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    timeout: Duration,
+) -> Deployment {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     wait_for(&format!("deployment {ns}/{name} rolled out with {replicas} replicas"), timeout, || {
         let api = api.clone();

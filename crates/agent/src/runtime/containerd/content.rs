@@ -72,7 +72,9 @@ impl ContainerdRuntime {
         let info = Info { digest: digest.to_string(), labels: labels.clone(), ..Default::default() };
         debug!(digest, ?labels, "labelling content");
         ContentClient::new(self.channel())
-            .update(self.request(UpdateRequest { info: Some(info), update_mask: Some(prost_types::FieldMask { paths }) }))
+            .update(
+                self.request(UpdateRequest { info: Some(info), update_mask: Some(prost_types::FieldMask { paths }) }),
+            )
             .await
             .map_err(|s| RuntimeError::Other(format!("labelling content {digest}: {}", status_message(&s))))?;
         Ok(())
@@ -97,7 +99,9 @@ impl ContainerdRuntime {
             LeasesClient::new(self.channel())
                 .add_resource(self.request(AddResourceRequest { id: lease.id.clone(), resource: Some(resource) }))
                 .await
-                .map_err(|s| RuntimeError::Other(format!("adding {} to a lease: {}", desc.digest, status_message(&s))))?;
+                .map_err(|s| {
+                    RuntimeError::Other(format!("adding {} to a lease: {}", desc.digest, status_message(&s)))
+                })?;
             self.label_blob(&desc.digest, &labels).await?;
             return Ok(false);
         }

@@ -40,10 +40,8 @@ impl ResolvedImage {
 
     pub fn info(&self) -> ImageInfo {
         let run = self.config.config.clone().unwrap_or_default();
-        let repository = Reference::parse(&self.name).map_or_else(
-            |_| self.name.split(['@', ':']).next().unwrap_or_default().to_string(),
-            |r| r.repository(),
-        );
+        let repository = Reference::parse(&self.name)
+            .map_or_else(|_| self.name.split(['@', ':']).next().unwrap_or_default().to_string(), |r| r.repository());
         let size = self.manifest.config.size + self.manifest.layers.iter().map(|l| l.size).sum::<i64>();
         ImageInfo {
             reference: self.name.clone(),
@@ -213,7 +211,10 @@ impl ContainerdRuntime {
         };
         let mut client = ImagesClient::new(self.channel());
         debug!(name, digest = %target.digest, "Images.Create");
-        match client.create(self.request(CreateImageRequest { image: Some(image.clone()), source_date_epoch: None })).await {
+        match client
+            .create(self.request(CreateImageRequest { image: Some(image.clone()), source_date_epoch: None }))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(s) if is_already_exists(&s) => {
                 debug!(name, "Images.Update");
@@ -258,7 +259,14 @@ impl ContainerdRuntime {
         Ok(top)
     }
 
-    async fn unpack_layer(&self, lease: &Lease, layer: &Descriptor, diff_id: &str, chain: &str, parent: &str) -> Result<()> {
+    async fn unpack_layer(
+        &self,
+        lease: &Lease,
+        layer: &Descriptor,
+        diff_id: &str,
+        chain: &str,
+        parent: &str,
+    ) -> Result<()> {
         let mut snapshots = SnapshotsClient::new(self.channel());
         let err = |what: &str, m: String| RuntimeError::Other(format!("unpacking layer {}: {what}: {m}", layer.digest));
         let stat = snapshots
@@ -306,7 +314,10 @@ impl ContainerdRuntime {
                 .map(|d| d.digest)
                 .unwrap_or_default();
             if applied != diff_id {
-                return Err(err("content", format!("uncompressed digest {applied} does not match the config's {diff_id}")));
+                return Err(err(
+                    "content",
+                    format!("uncompressed digest {applied} does not match the config's {diff_id}"),
+                ));
             }
             let commit = snapshots
                 .commit(self.leased(
@@ -337,9 +348,8 @@ impl ContainerdRuntime {
     /// The top snapshot of the image, unpacking it first if its snapshots
     /// are gone (the content is still there).
     pub(crate) async fn ensure_unpacked(&self, image: &ResolvedImage) -> Result<String> {
-        let top = image
-            .top_chain_id()
-            .ok_or_else(|| RuntimeError::Other(format!("image {:?} has no layers", image.name)))?;
+        let top =
+            image.top_chain_id().ok_or_else(|| RuntimeError::Other(format!("image {:?} has no layers", image.name)))?;
         let stat = SnapshotsClient::new(self.channel())
             .stat(self.request(StatSnapshotRequest { snapshotter: SNAPSHOTTER.to_string(), key: top.clone() }))
             .await;

@@ -78,8 +78,7 @@ impl Reference {
             _ => self.domain.as_str(),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost"
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// What to ask the registry's manifest endpoint for: the digest if known, else the tag.

@@ -1,0 +1,671 @@
+//! The bridge pod network: one bridge per node (`skiff0`) holding the first
+//! address of the node's podCIDR as the pods' gateway, a veth pair per pod
+//! (`eth0` inside the pod's namespace), host-gw routes to the other nodes'
+//! podCIDRs, and masquerade of pod traffic leaving the cluster CIDR.
+//!
+//! Every netlink call runs on a dedicated thread that has joined the right
+//! namespace (the node's or the pod's) and opens its socket there, so the
+//! agent's own threads never change namespace.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use serde_json::json;
+
+use crate::ipam::{first_host, Ipam};
+use crate::pod::{PodAddresses, PodNetwork, PodRef};
+use crate::{netns, Error, Result};
+
+/// The routing protocol number that marks Skiff's routes to other nodes, so
+/// that a resync removes only its own (`ip route show proto 99`).
+pub const ROUTE_PROTOCOL: u8 = 99;
+/// The interface name a pod sees.
+pub const POD_INTERFACE: &str = "eth0";
+
+/// How the node's pod network is laid out.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// The bridge's name (`skiff0`).
+    pub bridge: String,
+    /// This node's podCIDR (node.spec.podCIDR).
+    pub pod_cidr: Ipv4Net,
+    /// The whole cluster's pod CIDR (`--cluster-cidr`): traffic from it to
+    /// anywhere outside it is masqueraded.
+    pub cluster_cidr: Ipv4Net,
+    /// IPAM state lives under `<data_dir>/ipam/<podCIDR>`.
+    pub data_dir: PathBuf,
+    /// The node's network namespace: `None` is this process's (a real node);
+    /// tests and namespace-per-node clusters pin one.
+    pub node_netns: Option<PathBuf>,
+    /// The pods' MTU; `None` takes the uplink's (the default route's device).
+    pub mtu: Option<u32>,
+}
+
+impl BridgeConfig {
+    pub fn new(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net, data_dir: impl Into<PathBuf>) -> BridgeConfig {
+        BridgeConfig {
+            bridge: "skiff0".into(),
+            pod_cidr,
+            cluster_cidr,
+            data_dir: data_dir.into(),
+            node_netns: None,
+            mtu: None,
+        }
+    }
+}
+
+/// What [`BridgeNetwork::start`] set up and found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    /// Whether bridged traffic passes netfilter (br_netfilter loaded and
+    /// `bridge-nf-call-iptables` on). Without it, a pod reaching another pod
+    /// on the same node through a Service sees replies from the pod's own
+    /// address instead of the Service's.
+    pub bridge_netfilter: bool,
+}
+
+/// The [`PodNetwork`] of a node: call [`BridgeNetwork::start`] once before
+/// the first pod, [`BridgeNetwork::set_peer_routes`] whenever the set of
+/// nodes changes, and [`BridgeNetwork::gc`] after the agent has listed its pods.
+#[derive(Clone)]
+pub struct BridgeNetwork {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: BridgeConfig,
+    ipam: Ipam,
+    mtu: AtomicU32,
+}
+
+impl BridgeNetwork {
+    pub fn new(cfg: BridgeConfig) -> Result<BridgeNetwork> {
+        if !cfg.cluster_cidr.contains(&cfg.pod_cidr) {
+            return Err(Error::Node {
+                message: format!(
+                    "podCIDR {} is not inside the cluster CIDR {} (check --cluster-cidr)",
+                    cfg.pod_cidr, cfg.cluster_cidr
+                ),
+            });
+        }
+        let dir = cfg.data_dir.join("ipam").join(cfg.pod_cidr.to_string().replace('/', "_"));
+        let ipam = Ipam::open(dir, cfg.pod_cidr)?;
+        Ok(BridgeNetwork { inner: Arc::new(Inner { cfg, ipam, mtu: AtomicU32::new(0) }) })
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.inner.ipam.gateway()
+    }
+
+    pub fn ipam(&self) -> &Ipam {
+        &self.inner.ipam
+    }
+
+    /// Set the node up: forwarding sysctls (set, then read back), the bridge
+    /// with the gateway address, and masquerade of pod traffic leaving the
+    /// cluster CIDR. Idempotent; call it at every agent start.
+    pub async fn start(&self) -> Result<NodeStatus> {
+        let inner = self.inner.clone();
+        blocking(move || inner.start()).await
+    }
+
+    /// Routes to the other nodes' podCIDRs via their node addresses
+    /// (host-gw): adds the missing ones and removes Skiff's routes that are
+    /// no longer wanted. The node's own podCIDR is skipped.
+    pub async fn set_peer_routes(&self, peers: Vec<(Ipv4Net, Ipv4Addr)>) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || inner.set_peer_routes(peers)).await
+    }
+
+    /// Collect what pods that are gone left behind: their addresses and
+    /// host-side veths. `live_pod_uids` are the UIDs of every pod the node
+    /// still runs. Returns the addresses released.
+    pub async fn gc(&self, live_pod_uids: HashSet<String>) -> Result<Vec<Ipv4Addr>> {
+        let inner = self.inner.clone();
+        blocking(move || inner.gc(&live_pod_uids)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl PodNetwork for BridgeNetwork {
+    async fn setup(&self, pod: &PodRef, netns: &Path) -> Result<PodAddresses> {
+        let inner = self.inner.clone();
+        let (pod, netns) = (pod.clone(), netns.to_path_buf());
+        blocking(move || inner.setup(&pod, &netns)).await
+    }
+
+    async fn teardown(&self, pod: &PodRef, netns: &Path) -> Result<()> {
+        let inner = self.inner.clone();
+        let (pod, netns) = (pod.clone(), netns.to_path_buf());
+        blocking(move || inner.teardown(&pod, &netns)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Node { message: format!("the pod network's worker thread failed: {e}") })?
+}
+
+impl Inner {
+    fn node_ns(&self) -> Option<&Path> {
+        self.cfg.node_netns.as_deref()
+    }
+
+    fn node_label(&self) -> String {
+        self.node_ns().map_or_else(|| "(node)".to_string(), |p| p.display().to_string())
+    }
+
+    fn start(&self) -> Result<NodeStatus> {
+        let bridge_netfilter = match self.node_ns() {
+            Some(p) => netns::run_in(p, ensure_sysctls)??,
+            None => ensure_sysctls()?,
+        };
+        if !bridge_netfilter {
+            tracing::warn!(
+                "br_netfilter is not loaded: a pod reaching a pod on the same node through a Service will not work \
+                 (load it with `modprobe br_netfilter`)"
+            );
+        }
+        let (bridge, gateway, prefix, mtu_cfg) =
+            (self.cfg.bridge.clone(), self.ipam.gateway(), self.cfg.pod_cidr.prefix_len(), self.cfg.mtu);
+        let label = self.node_label();
+        let mtu = netlink(self.node_ns(), &label, move |h| async move {
+            let mtu = match mtu_cfg {
+                Some(m) => m,
+                None => uplink_mtu(&h).await?.unwrap_or(1500),
+            };
+            ensure_bridge(&h, &bridge, gateway, prefix, mtu).await?;
+            Ok(mtu)
+        })?;
+        self.mtu.store(mtu, Ordering::Relaxed);
+        self.masquerade_egress()?;
+        tracing::info!(bridge = %self.cfg.bridge, %gateway, mtu, bridge_netfilter, "pod network ready");
+        Ok(NodeStatus { gateway, mtu, bridge_netfilter })
+    }
+
+    /// `pod-egress` in Skiff's table: masquerade what leaves the cluster
+    /// CIDR. The proxy's syncs leave this chain alone.
+    fn masquerade_egress(&self) -> Result<()> {
+        let cidr = self.cfg.cluster_cidr;
+        let base = |m: serde_json::Value| {
+            let mut m = m;
+            m["family"] = json!("ip");
+            m["table"] = json!(crate::proxy::TABLE);
+            m
+        };
+        let net = json!({"prefix": {"addr": cidr.network().to_string(), "len": cidr.prefix_len()}});
+        let doc = json!({"nftables": [
+            {"add": {"table": {"family": "ip", "name": crate::proxy::TABLE}}},
+            {"add": {"chain": base(json!({"name": POD_EGRESS_CHAIN, "type": "nat", "hook": "postrouting", "prio": 110, "policy": "accept"}))}},
+            {"flush": {"chain": base(json!({"name": POD_EGRESS_CHAIN}))}},
+            {"add": {"rule": base(json!({"chain": POD_EGRESS_CHAIN, "expr": [
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": net}},
+                {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": net}},
+                {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                           "right": {"prefix": {"addr": "224.0.0.0", "len": 4}}}},
+                {"masquerade": null}
+            ]}))}},
+        ]});
+        crate::proxy::apply_json(self.node_ns(), &doc.to_string())
+    }
+
+    fn mtu(&self) -> u32 {
+        match self.mtu.load(Ordering::Relaxed) {
+            0 => self.cfg.mtu.unwrap_or(1500),
+            m => m,
+        }
+    }
+
+    fn setup(&self, pod: &PodRef, pod_ns: &Path) -> Result<PodAddresses> {
+        let pod_err = |m: String| Error::Pod { pod: pod.to_string(), message: m };
+        let ip = self.ipam.allocate(&pod.uid)?;
+        let prefix = self.cfg.pod_cidr.prefix_len();
+        let gateway = self.ipam.gateway();
+        let mtu = self.mtu();
+        let host = host_veth_name(&pod.uid);
+        let peer = peer_veth_name(&pod.uid);
+        let pod_label = pod_ns.display().to_string();
+
+        // adopted after a restart: the pod already has its address
+        let wired = netlink(Some(pod_ns), &pod_label, move |h| async move {
+            Ok(match link_index(&h, POD_INTERFACE).await? {
+                Some(idx) => has_address(&h, idx, ip, prefix).await?,
+                None => false,
+            })
+        })
+        .map_err(|e| pod_err(e.to_string()))?;
+        let bridge = self.cfg.bridge.clone();
+        if wired {
+            let host = host.clone();
+            netlink(self.node_ns(), &self.node_label(), move |h| async move {
+                let Some(bridge_idx) = link_index(&h, &bridge).await? else {
+                    return Err(nl(format!("bridge {bridge} is missing (was the pod network started?)")));
+                };
+                if let Some(idx) = link_index(&h, &host).await? {
+                    h.link()
+                        .set(LinkUnspec::new_with_index(idx).controller(bridge_idx).up().build())
+                        .execute()
+                        .await
+                        .map_err(|e| nl(format!("attaching {host} to {bridge}: {e}")))?;
+                }
+                Ok(())
+            })?;
+            return Ok(PodAddresses { ips: vec![IpAddr::V4(ip)] });
+        }
+
+        // half-wired (or never): start over
+        netlink(Some(pod_ns), &pod_label, |h| async move {
+            delete_link(&h, POD_INTERFACE).await?;
+            delete_link(&h, &peer_veth_name(&pod.uid)).await
+        })
+        .map_err(|e| pod_err(e.to_string()))?;
+        let ns_path = pod_ns.to_path_buf();
+        let (host_c, peer_c) = (host.clone(), peer.clone());
+        netlink(self.node_ns(), &self.node_label(), move |h| async move {
+            let Some(bridge_idx) = link_index(&h, &bridge).await? else {
+                return Err(nl(format!("bridge {bridge} is missing (was the pod network started?)")));
+            };
+            delete_link(&h, &host_c).await?;
+            delete_link(&h, &peer_c).await?;
+            tracing::debug!(host = %host_c, peer = %peer_c, "netlink: add veth");
+            h.link()
+                .add(LinkVeth::new(&host_c, &peer_c).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(|e| nl(format!("adding veth {host_c}: {e}")))?;
+            let peer_idx = link_index(&h, &peer_c).await?.ok_or_else(|| nl(format!("veth peer {peer_c} vanished")))?;
+            let ns_file = File::open(&ns_path).map_err(|e| nl(format!("opening {}: {e}", ns_path.display())))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(peer_idx).setns_by_fd(ns_file.as_raw_fd()).build())
+                .execute()
+                .await
+                .map_err(|e| nl(format!("moving {peer_c} into {}: {e}", ns_path.display())))?;
+            let host_idx = link_index(&h, &host_c).await?.ok_or_else(|| nl(format!("veth {host_c} vanished")))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(host_idx).controller(bridge_idx).mtu(mtu).up().build())
+                .execute()
+                .await
+                .map_err(|e| nl(format!("attaching {host_c} to {bridge}: {e}")))?;
+            // a pod may reach itself through a Service: its frames come back out of its own port
+            h.link()
+                .set_port(LinkBridgePort::new(host_idx).hairpin(true).build())
+                .execute()
+                .await
+                .map_err(|e| nl(format!("hairpin on {host_c}: {e}")))?;
+            Ok(())
+        })
+        .map_err(|e| pod_err(e.to_string()))?;
+        netlink(Some(pod_ns), &pod_label, move |h| async move {
+            let idx = link_index(&h, &peer).await?.ok_or_else(|| nl(format!("veth {peer} did not arrive")))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(idx).name(POD_INTERFACE.to_string()).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(|e| nl(format!("renaming {peer} to {POD_INTERFACE}: {e}")))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(idx).up().build())
+                .execute()
+                .await
+                .map_err(|e| nl(format!("setting {POD_INTERFACE} up: {e}")))?;
+            h.address()
+                .add(idx, IpAddr::V4(ip), prefix)
+                .execute()
+                .await
+                .map_err(|e| nl(format!("adding {ip}/{prefix}: {e}")))?;
+            h.route()
+                .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(idx).build())
+                .replace()
+                .execute()
+                .await
+                .map_err(|e| nl(format!("default route via {gateway}: {e}")))?;
+            if let Some(lo) = link_index(&h, "lo").await? {
+                h.link()
+                    .set(LinkUnspec::new_with_index(lo).up().build())
+                    .execute()
+                    .await
+                    .map_err(|e| nl(format!("setting lo up: {e}")))?;
+            }
+            Ok(())
+        })
+        .map_err(|e| pod_err(e.to_string()))?;
+        tracing::debug!(pod = %pod, %ip, veth = %host, "pod wired to the bridge");
+        Ok(PodAddresses { ips: vec![IpAddr::V4(ip)] })
+    }
+
+    fn teardown(&self, pod: &PodRef, pod_ns: &Path) -> Result<()> {
+        if netns::exists(pod_ns) {
+            let label = pod_ns.display().to_string();
+            netlink(Some(pod_ns), &label, |h| async move { delete_link(&h, POD_INTERFACE).await })
+                .map_err(|e| Error::Pod { pod: pod.to_string(), message: e.to_string() })?;
+        }
+        let host = host_veth_name(&pod.uid);
+        netlink(self.node_ns(), &self.node_label(), move |h| async move { delete_link(&h, &host).await })?;
+        self.ipam.release(&pod.uid)?;
+        Ok(())
+    }
+
+    fn set_peer_routes(&self, peers: Vec<(Ipv4Net, Ipv4Addr)>) -> Result<()> {
+        let own = self.cfg.pod_cidr;
+        let mut want: Vec<(Ipv4Net, Ipv4Addr)> =
+            peers.into_iter().map(|(n, gw)| (n.trunc(), gw)).filter(|(n, _)| *n != own).collect();
+        want.sort();
+        want.dedup();
+        netlink(self.node_ns(), &self.node_label(), move |h| async move {
+            let have = skiff_routes(&h).await?;
+            for (msg, net, gw) in &have {
+                if !want.contains(&(*net, *gw)) {
+                    tracing::debug!(%net, %gw, "netlink: delete route");
+                    h.route()
+                        .del(msg.clone())
+                        .execute()
+                        .await
+                        .map_err(|e| nl(format!("deleting the route to {net} via {gw}: {e}")))?;
+                }
+            }
+            for (net, gw) in &want {
+                if have.iter().any(|(_, n, g)| n == net && g == gw) {
+                    continue;
+                }
+                tracing::debug!(%net, %gw, "netlink: add route");
+                h.route()
+                    .add(
+                        RouteMessageBuilder::<Ipv4Addr>::new()
+                            .destination_prefix(net.network(), net.prefix_len())
+                            .gateway(*gw)
+                            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+                            .build(),
+                    )
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(|e| nl(format!("adding the route to {net} via {gw}: {e}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn gc(&self, live: &HashSet<String>) -> Result<Vec<Ipv4Addr>> {
+        let released = self.ipam.gc(live)?;
+        let keep: HashSet<String> = live.iter().map(|uid| host_veth_name(uid)).collect();
+        let bridge = self.cfg.bridge.clone();
+        netlink(self.node_ns(), &self.node_label(), move |h| async move {
+            let Some(bridge_idx) = link_index(&h, &bridge).await? else { return Ok(()) };
+            let links: Vec<LinkMessage> =
+                h.link().get().execute().try_collect().await.map_err(|e| nl(format!("listing links: {e}")))?;
+            for link in links {
+                let name = link_name(&link);
+                let on_bridge =
+                    link.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(c) if *c == bridge_idx));
+                if on_bridge && name.starts_with(HOST_VETH_PREFIX) && !keep.contains(&name) {
+                    tracing::info!(veth = %name, "collecting the veth of a pod that is gone");
+                    h.link().del(link.header.index).execute().await.map_err(|e| nl(format!("deleting {name}: {e}")))?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(released)
+    }
+}
+
+const POD_EGRESS_CHAIN: &str = "pod-egress";
+const HOST_VETH_PREFIX: &str = "skf";
+
+/// The host side of a pod's veth: `skf` + 11 hex digits of a hash of its UID
+/// (interface names have at most 15 bytes).
+pub fn host_veth_name(uid: &str) -> String {
+    format!("{HOST_VETH_PREFIX}{:011x}", fnv1a(uid) & 0xfff_ffff_ffff)
+}
+
+/// The pod side's name until it is renamed to `eth0` inside the pod.
+fn peer_veth_name(uid: &str) -> String {
+    format!("skp{:011x}", fnv1a(uid) & 0xfff_ffff_ffff)
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// `net.ipv4.ip_forward` on, and `bridge-nf-call-iptables` on when
+/// br_netfilter is loaded; both read back. In the calling thread's namespace
+/// (`/proc/sys/net` follows the thread). Returns whether bridge netfilter is on.
+fn ensure_sysctls() -> Result<bool> {
+    set_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    let bridge_nf = Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    if bridge_nf.exists() {
+        set_sysctl(bridge_nf, "1")?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn set_sysctl(path: impl AsRef<Path>, value: &str) -> Result<()> {
+    let path = path.as_ref();
+    let err = |m: String| Error::Node { message: format!("sysctl {}: {m}", path.display()) };
+    let current = std::fs::read_to_string(path).map_err(|e| err(format!("reading: {e}")))?;
+    if current.trim() != value {
+        tracing::debug!(path = %path.display(), value, "sysctl");
+        std::fs::write(path, value).map_err(|e| err(format!("setting {value}: {e}")))?;
+        let now = std::fs::read_to_string(path).map_err(|e| err(format!("reading back: {e}")))?;
+        if now.trim() != value {
+            return Err(err(format!("is {} after setting {value}", now.trim())));
+        }
+    }
+    Ok(())
+}
+
+fn nl(message: String) -> Error {
+    Error::Netlink { path: String::new(), message }
+}
+
+/// Run `f` with a netlink handle whose socket lives in the namespace at
+/// `ns` (this process's own when `None`), on a thread of its own.
+fn netlink<T, F, Fut>(ns: Option<&Path>, label: &str, f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce(Handle) -> Fut + Send,
+    Fut: Future<Output = Result<T>>,
+{
+    let label = label.to_string();
+    let relabel = |e: Error| match e {
+        Error::Netlink { path, message } if path.is_empty() => Error::Netlink { path: label.clone(), message },
+        other => other,
+    };
+    let run = || -> Result<T> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| nl(format!("starting a runtime: {e}")))?;
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| nl(format!("opening a socket: {e}")))?;
+            let conn = tokio::spawn(conn);
+            let r = f(handle).await;
+            conn.abort();
+            r
+        })
+    };
+    let r = match ns {
+        Some(p) => netns::run_in(p, run)?,
+        None => std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("skiff-netlink".into())
+                .spawn_scoped(s, run)
+                .map_err(|e| nl(format!("starting a thread: {e}")))?
+                .join()
+                .map_err(|_| nl("the netlink thread panicked".into()))?
+        }),
+    };
+    r.map_err(relabel)
+}
+
+fn link_name(link: &LinkMessage) -> String {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+    match h.link().get().match_name(name.to_string()).execute().try_next().await {
+        Ok(m) => Ok(m),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) => Ok(None),
+        Err(e) => Err(nl(format!("looking up {name}: {e}"))),
+    }
+}
+
+async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>> {
+    Ok(link_by_name(h, name).await?.map(|l| l.header.index))
+}
+
+async fn delete_link(h: &Handle, name: &str) -> Result<()> {
+    if let Some(idx) = link_index(h, name).await? {
+        tracing::debug!(name, "netlink: delete link");
+        match h.link().del(idx).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(nix::errno::Errno::ENODEV as i32) => {}
+            Err(e) => return Err(nl(format!("deleting {name}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+async fn has_address(h: &Handle, idx: u32, ip: Ipv4Addr, prefix: u8) -> Result<bool> {
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(idx)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl(format!("listing addresses: {e}")))?;
+    Ok(addrs.iter().any(|a| {
+        a.header.prefix_len == prefix
+            && a.attributes.iter().any(|attr| matches!(attr, AddressAttribute::Address(IpAddr::V4(x)) if *x == ip))
+    }))
+}
+
+/// The bridge, up, with `gateway/prefix`; made if missing.
+async fn ensure_bridge(h: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32) -> Result<u32> {
+    let idx = match link_index(h, name).await? {
+        Some(i) => i,
+        None => {
+            tracing::debug!(name, "netlink: add bridge");
+            h.link()
+                .add(LinkBridge::new(name).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(|e| nl(format!("adding bridge {name}: {e}")))?;
+            link_index(h, name).await?.ok_or_else(|| nl(format!("bridge {name} vanished")))?
+        }
+    };
+    if !has_address(h, idx, gateway, prefix).await? {
+        tracing::debug!(name, %gateway, prefix, "netlink: add address");
+        h.address()
+            .add(idx, IpAddr::V4(gateway), prefix)
+            .execute()
+            .await
+            .map_err(|e| nl(format!("adding {gateway}/{prefix} to {name}: {e}")))?;
+    }
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await
+        .map_err(|e| nl(format!("setting {name} up: {e}")))?;
+    Ok(idx)
+}
+
+async fn ipv4_routes(h: &Handle) -> Result<Vec<RouteMessage>> {
+    h.route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl(format!("listing routes: {e}")))
+}
+
+/// The MTU of the default route's device, if there is a default route.
+async fn uplink_mtu(h: &Handle) -> Result<Option<u32>> {
+    let routes = ipv4_routes(h).await?;
+    let oif = routes.iter().filter(|r| r.header.destination_prefix_length == 0).find_map(|r| {
+        r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        })
+    });
+    let Some(oif) = oif else { return Ok(None) };
+    let link =
+        h.link().get().match_index(oif).execute().try_next().await.map_err(|e| nl(format!("link {oif}: {e}")))?;
+    Ok(link.and_then(|l| {
+        l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        })
+    }))
+}
+
+/// Skiff's routes to other nodes (marked with [`ROUTE_PROTOCOL`]).
+async fn skiff_routes(h: &Handle) -> Result<Vec<(RouteMessage, Ipv4Net, Ipv4Addr)>> {
+    let routes = ipv4_routes(h).await?;
+    Ok(routes
+        .into_iter()
+        .filter(|r| r.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL))
+        .filter_map(|r| {
+            let dst = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
+                _ => None,
+            })?;
+            let gw = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                _ => None,
+            })?;
+            let net = Ipv4Net::new(dst, r.header.destination_prefix_length).ok()?;
+            Some((r, net, gw))
+        })
+        .collect())
+}
+
+/// The pod CIDR's gateway (its first host address).
+pub fn gateway_of(pod_cidr: Ipv4Net) -> Ipv4Addr {
+    first_host(pod_cidr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_fit_and_differ() {
+        let a = host_veth_name("0b8f7c1e-5a8e-4a57-9d4e-6f1b2c3d4e5f");
+        let b = host_veth_name("0b8f7c1e-5a8e-4a57-9d4e-6f1b2c3d4e60");
+        assert_eq!(a.len(), 14);
+        assert!(a.starts_with("skf"));
+        assert_ne!(a, b);
+        assert_eq!(a, host_veth_name("0b8f7c1e-5a8e-4a57-9d4e-6f1b2c3d4e5f"));
+        assert!(peer_veth_name("x").len() <= 15);
+    }
+
+    #[test]
+    fn a_pod_cidr_outside_the_cluster_cidr_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BridgeConfig::new("10.1.0.0/24".parse().unwrap(), "10.244.0.0/16".parse().unwrap(), dir.path());
+        let e = BridgeNetwork::new(cfg).err().unwrap().to_string();
+        assert!(e.contains("podCIDR 10.1.0.0/24 is not inside the cluster CIDR 10.244.0.0/16"), "{e}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Running `nft`: JSON transactions through the `nftables` crate, the one
+//! declaration JSON cannot express ([`BOOTSTRAP`]) in nft's own syntax, and
+//! listing what the table holds. Inside a pinned network namespace when one
+//! is given (the `nft` child inherits the calling thread's namespace).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use super::render::{BOOTSTRAP, TABLE};
+use super::sync::Existing;
+use crate::{netns, Error, Result};
+
+fn err(message: impl std::fmt::Display) -> Error {
+    Error::Nftables { message: message.to_string() }
+}
+
+fn in_netns<T: Send>(path: Option<&Path>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    match path {
+        Some(p) => netns::run_in(p, f)?,
+        None => f(),
+    }
+}
+
+fn describe(e: nftables::helper::NftablesError) -> String {
+    match e {
+        nftables::helper::NftablesError::NftFailed { hint, stdout, stderr, .. } => {
+            let out = format!("{} {}", stderr.trim(), stdout.trim());
+            format!("nft failed while {hint}: {}", out.trim())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Apply one JSON transaction (`nft -j -f -`).
+pub(crate) fn apply(netns: Option<&Path>, payload: &str) -> Result<()> {
+    tracing::debug!(bytes = payload.len(), "nft -j -f -");
+    in_netns(netns, || {
+        nftables::helper::apply_ruleset_raw(payload, nftables::helper::DEFAULT_NFT, nftables::helper::DEFAULT_ARGS)
+            .map(|_| ())
+            .map_err(|e| err(format!("table ip {TABLE}: {}", describe(e))))
+    })
+}
+
+/// Declare the table and the maps JSON cannot (idempotent).
+pub(crate) fn bootstrap(netns: Option<&Path>) -> Result<()> {
+    tracing::debug!("nft -f - (bootstrap of table ip {TABLE})");
+    in_netns(netns, || {
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("running nft: {e} (is the nftables package installed?)")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(BOOTSTRAP.as_bytes()).map_err(|e| err(format!("writing to nft: {e}")))?;
+        }
+        let out = child.wait_with_output().map_err(|e| err(format!("waiting for nft: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!("declaring table ip {TABLE}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        Ok(())
+    })
+}
+
+/// The chains and sets table `ip skiff` has now (empty when there is no table).
+pub(crate) fn existing(netns: Option<&Path>) -> Result<Existing> {
+    in_netns(netns, || {
+        let mut found = Existing::default();
+        // terse (-t): without elements, which would take seconds at scale
+        for (what, kind) in [("chains", "chain"), ("sets", "set")] {
+            let out =
+                nftables::helper::get_current_ruleset_raw(nftables::helper::DEFAULT_NFT, ["-t", "list", what, "ip"])
+                    .map_err(|e| err(format!("listing {what}: {}", describe(e))))?;
+            let doc: Value = serde_json::from_str(&out).map_err(|e| err(format!("listing {what}: {e}")))?;
+            for item in doc["nftables"].as_array().into_iter().flatten() {
+                let o = &item[kind];
+                if o["table"] == TABLE {
+                    if let Some(name) = o["name"].as_str() {
+                        if kind == "chain" {
+                            found.chains.insert(name.to_string());
+                        } else {
+                            found.sets.insert(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    })
+}
+
+/// `nft list table ip skiff` in nft's syntax (for tests and debugging).
+pub fn list_table(netns: Option<&Path>) -> Result<String> {
+    in_netns(netns, || {
+        let out = Command::new("nft")
+            .args(["list", "table", "ip", TABLE])
+            .output()
+            .map_err(|e| err(format!("running nft: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!("listing table ip {TABLE}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+}
+
+/// Remove the table (the proxy's and the pod network's rules) entirely.
+pub fn delete_table(netns: Option<&Path>) -> Result<()> {
+    in_netns(netns, || {
+        let out = Command::new("nft")
+            .args(["delete", "table", "ip", TABLE])
+            .output()
+            .map_err(|e| err(format!("running nft: {e}")))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !stderr.contains("No such file or directory") {
+            return Err(err(format!("deleting table ip {TABLE}: {}", stderr.trim())));
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,643 @@
+//! Applying rulesets: full resyncs and incremental syncs, each one nftables
+//! transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::nft;
+use super::render::{
+    render, render_global, render_service, service_key, write_elem, Chain, Data, Fragment, Key, Ruleset, Select,
+    SetDecl, DYNAMIC_CHAIN_PREFIXES, DYNAMIC_SET_PREFIX, FAMILY, TABLE,
+};
+use super::{ProxyState, Service};
+use crate::Result;
+
+/// Names of the chains and sets already in the kernel's table.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Existing {
+    pub chains: BTreeSet<String>,
+    pub sets: BTreeSet<String>,
+}
+
+/// Commands of one transaction, in the order nft must see them, each
+/// already JSON text.
+#[derive(Default)]
+struct Tx {
+    cmds: Vec<String>,
+}
+
+fn obj(name: &str) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("family".into(), json!(FAMILY));
+    m.insert("table".into(), json!(TABLE));
+    m.insert("name".into(), json!(name));
+    m
+}
+
+impl Tx {
+    fn push(&mut self, verb: &str, kind: &str, body: serde_json::Map<String, Value>) {
+        self.cmds.push(json!({ verb: { kind: body } }).to_string());
+    }
+
+    fn add_set(&mut self, name: &str, decl: &SetDecl) {
+        let mut m = obj(name);
+        m.insert("type".into(), decl.key.clone());
+        if let Some(data) = decl.data {
+            m.insert("map".into(), json!(data));
+        }
+        if !decl.flags.is_empty() {
+            m.insert("flags".into(), json!(decl.flags));
+        }
+        if let Some(t) = decl.timeout {
+            m.insert("timeout".into(), json!(t));
+        }
+        self.push("add", if decl.is_map { "map" } else { "set" }, m);
+    }
+
+    fn flush_set(&mut self, name: &str, decl: &SetDecl) {
+        self.push("flush", if decl.is_map { "map" } else { "set" }, obj(name));
+    }
+
+    fn delete_set(&mut self, name: &str) {
+        self.push("delete", "set", obj(name));
+    }
+
+    fn add_chain(&mut self, name: &str, chain: &Chain) {
+        let mut m = obj(name);
+        if let Some(b) = chain.base {
+            m.insert("type".into(), json!(b.kind));
+            m.insert("hook".into(), json!(b.hook));
+            m.insert("prio".into(), json!(b.prio));
+            m.insert("policy".into(), json!("accept"));
+        }
+        self.push("add", "chain", m);
+    }
+
+    fn flush_chain(&mut self, name: &str) {
+        self.push("flush", "chain", obj(name));
+    }
+
+    fn delete_chain(&mut self, name: &str) {
+        self.push("delete", "chain", obj(name));
+    }
+
+    fn add_rules(&mut self, name: &str, chain: &Chain) {
+        for rule in &chain.rules {
+            let mut m = obj(name);
+            m.remove("name");
+            m.insert("chain".into(), json!(name));
+            m.insert("expr".into(), json!(rule));
+            self.push("add", "rule", m);
+        }
+    }
+
+    /// One command per set with all its elements (`delete` takes keys only).
+    fn elements<'a>(&mut self, verb: &str, elems: impl Iterator<Item = (&'a str, &'a Key, &'a Option<Data>)>) {
+        let mut by_set: BTreeMap<&str, String> = BTreeMap::new();
+        for (set, key, data) in elems {
+            let out = by_set.entry(set).or_default();
+            if !out.is_empty() {
+                out.push(',');
+            }
+            if verb == "delete" {
+                key.write_json(out);
+            } else {
+                write_elem(out, key, data);
+            }
+        }
+        for (set, list) in by_set {
+            self.cmds.push(format!(
+                "{{\"{verb}\":{{\"element\":{{\"family\":\"{FAMILY}\",\"table\":\"{TABLE}\",\"name\":{},\"elem\":[{list}]}}}}}}",
+                Value::String(set.to_string())
+            ));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.cmds.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.cmds.len()
+    }
+
+    /// The transaction as one nft JSON document.
+    fn into_string(self) -> String {
+        let mut out = String::with_capacity(self.cmds.iter().map(|c| c.len() + 1).sum::<usize>() + 16);
+        out.push_str("{\"nftables\":[");
+        for (i, c) in self.cmds.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(c);
+        }
+        out.push_str("]}");
+        out
+    }
+}
+
+fn is_dynamic_chain(name: &str) -> bool {
+    DYNAMIC_CHAIN_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The full sync of `all`: every object added (a no-op where it exists),
+/// every chain and map flushed and refilled, and the proxy's chains and sets
+/// that `existing` has but `all` does not removed; one transaction, so
+/// packets see the old table until the new one is complete. ClientIP
+/// affinity sets that stay are not flushed (clients keep their endpoints).
+pub(crate) fn full_transaction(parts: &[&Fragment], selects: &BTreeMap<String, Chain>, existing: &Existing) -> String {
+    let full = full_tx(parts, selects, existing);
+    full.into_string()
+}
+
+fn full_tx(parts: &[&Fragment], selects: &BTreeMap<String, Chain>, existing: &Existing) -> Tx {
+    let mut sets: BTreeMap<&str, &SetDecl> = BTreeMap::new();
+    let mut chains: BTreeMap<&str, &Chain> = selects.iter().map(|(n, c)| (n.as_str(), c)).collect();
+    for f in parts {
+        sets.extend(f.sets.iter().map(|(n, d)| (n.as_str(), d)));
+        chains.extend(f.chains.iter().map(|(n, c)| (n.as_str(), c)));
+    }
+    let mut tx = Tx::default();
+    tx.push("add", "table", {
+        let mut m = obj(TABLE);
+        m.remove("table");
+        m
+    });
+    for (&name, &decl) in &sets {
+        if name.starts_with(DYNAMIC_SET_PREFIX) {
+            // the kernel flags a set that rules update `dynamic`, which JSON
+            // cannot say: declaring it again would conflict, and it keeps
+            // its clients if left alone
+            if !existing.sets.contains(name) {
+                tx.add_set(name, decl);
+            }
+            continue;
+        }
+        if !decl.bootstrap {
+            tx.add_set(name, decl);
+        }
+        tx.flush_set(name, decl);
+    }
+    for (&name, &chain) in &chains {
+        tx.add_chain(name, chain);
+        tx.flush_chain(name);
+    }
+    let stale_chains: Vec<&String> =
+        existing.chains.iter().filter(|c| is_dynamic_chain(c) && !chains.contains_key(c.as_str())).collect();
+    for c in &stale_chains {
+        tx.flush_chain(c);
+    }
+    for c in &stale_chains {
+        tx.delete_chain(c);
+    }
+    for s in existing.sets.iter().filter(|s| s.starts_with(DYNAMIC_SET_PREFIX) && !sets.contains_key(s.as_str())) {
+        tx.delete_set(s);
+    }
+    for (&name, &chain) in &chains {
+        tx.add_rules(name, chain);
+    }
+    // two Services claiming one address and port: the first one wins
+    let mut seen = HashSet::new();
+    let elems = parts
+        .iter()
+        .flat_map(|f| f.elements.iter())
+        .filter(|((set, key), _)| seen.insert((*set, *key)))
+        .map(|((set, key), data)| (*set, key, data));
+    tx.elements("add", elems);
+    tx
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    Full,
+    Incremental,
+    /// Nothing changed; nothing was sent.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SyncStats {
+    pub kind: SyncKind,
+    /// Services rendered again (all of them on a full sync).
+    pub services_changed: usize,
+    /// nftables commands in the transaction.
+    pub commands: usize,
+    /// Size of the JSON sent to nft.
+    pub bytes: usize,
+    /// Rendering and building the transaction.
+    pub render: Duration,
+    /// Running `nft` (parsing, the kernel's commit).
+    pub apply: Duration,
+}
+
+struct Applied {
+    cluster_cidr: Option<ipnet::Ipv4Net>,
+    global: Fragment,
+    /// namespace/name → (the Service as applied, its fragment)
+    services: HashMap<String, (Service, Fragment)>,
+    /// select chains in the kernel (removed only by full syncs)
+    selects: BTreeSet<Select>,
+}
+
+/// Programs the table on a node: [`Proxy::sync`] with the whole desired
+/// state, as often as it changes; it chooses between a full and an
+/// incremental transaction. Not shared between threads: the agent owns one
+/// and calls it from its proxy loop.
+pub struct Proxy {
+    netns: Option<PathBuf>,
+    applied: Option<Applied>,
+    /// Force a full resync after this long (a periodic resync repairs what
+    /// someone else changed in the table).
+    full_every: Duration,
+    last_full: Option<Instant>,
+}
+
+impl Proxy {
+    /// A proxy for this process's network namespace (the node's).
+    pub fn new() -> Proxy {
+        Proxy { netns: None, applied: None, full_every: Duration::from_secs(3600), last_full: None }
+    }
+
+    /// A proxy that programs the network namespace pinned at `path` (tests,
+    /// and nodes that are namespaces).
+    pub fn in_netns(path: impl Into<PathBuf>) -> Proxy {
+        Proxy { netns: Some(path.into()), ..Proxy::new() }
+    }
+
+    /// How often [`Proxy::sync`] does a full resync regardless (an hour unless set).
+    pub fn set_full_resync_interval(&mut self, every: Duration) {
+        self.full_every = every;
+    }
+
+    /// Make the next sync a full one.
+    pub fn invalidate(&mut self) {
+        self.applied = None;
+    }
+
+    /// Bring the kernel's table to `state`: incrementally when only Services
+    /// changed since the last sync, in full at the first sync, when the
+    /// cluster-wide settings or HostPorts changed, and periodically.
+    pub fn sync(&mut self, state: &ProxyState) -> Result<SyncStats> {
+        let due = self.last_full.is_none_or(|t| t.elapsed() >= self.full_every);
+        match &self.applied {
+            Some(a) if !due && a.cluster_cidr == state.cluster_cidr => {
+                let global = render_global(state);
+                if global == a.global {
+                    return self.incremental(state);
+                }
+                self.full_sync(state)
+            }
+            _ => self.full_sync(state),
+        }
+    }
+
+    /// Replace the table's contents with `state` in one transaction.
+    pub fn full_sync(&mut self, state: &ProxyState) -> Result<SyncStats> {
+        let started = Instant::now();
+        let ruleset = render(state);
+        let existing = match &self.applied {
+            Some(a) => Existing {
+                chains: a
+                    .services
+                    .values()
+                    .flat_map(|(_, f)| f.chains.keys().cloned())
+                    .chain(a.selects.iter().map(|s| s.chain()))
+                    .collect(),
+                sets: a.services.values().flat_map(|(_, f)| f.sets.keys().cloned()).collect(),
+            },
+            None => {
+                nft::bootstrap(self.netns.as_deref())?;
+                nft::existing(self.netns.as_deref())?
+            }
+        };
+        let selects = ruleset.select_chains();
+        let parts: Vec<&Fragment> = std::iter::once(&ruleset.global).chain(ruleset.services.values()).collect();
+        let tx = full_tx(&parts, &selects, &existing);
+        let commands = tx.len();
+        let payload = tx.into_string();
+        let render_time = started.elapsed();
+        let t = Instant::now();
+        // a failed full sync leaves the kernel's table as it was, and ours
+        // unknown: the next sync is a full one again
+        self.applied = None;
+        nft::apply(self.netns.as_deref(), &payload)?;
+        let apply = t.elapsed();
+        let selects = ruleset.services.values().flat_map(|f| f.selects.iter().copied()).collect();
+        let mut fragments = ruleset.services;
+        let services = state
+            .services
+            .iter()
+            .map(|s| {
+                let key = service_key(s);
+                let f = fragments.remove(&key).unwrap_or_default();
+                (key, (s.clone(), f))
+            })
+            .collect();
+        self.applied = Some(Applied { cluster_cidr: state.cluster_cidr, global: ruleset.global, services, selects });
+        self.last_full = Some(Instant::now());
+        tracing::debug!(commands, bytes = payload.len(), ?apply, "nftables: full sync");
+        Ok(SyncStats {
+            kind: SyncKind::Full,
+            services_changed: state.services.len(),
+            commands,
+            bytes: payload.len(),
+            render: render_time,
+            apply,
+        })
+    }
+
+    fn incremental(&mut self, state: &ProxyState) -> Result<SyncStats> {
+        let started = Instant::now();
+        let Some(applied) = self.applied.as_mut() else {
+            return self.full_sync(state);
+        };
+        let mut changed: Vec<(String, Option<(Service, Fragment)>)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for svc in &state.services {
+            let key = service_key(svc);
+            seen.insert(key.clone());
+            match applied.services.get(&key) {
+                Some((old, _)) if old == svc => {}
+                _ => {
+                    let f = render_service(svc, applied.cluster_cidr);
+                    changed.push((key, Some((svc.clone(), f))));
+                }
+            }
+        }
+        for key in applied.services.keys() {
+            if !seen.contains(key) {
+                changed.push((key.clone(), None));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(SyncStats {
+                kind: SyncKind::Unchanged,
+                services_changed: 0,
+                commands: 0,
+                bytes: 0,
+                render: started.elapsed(),
+                apply: Duration::ZERO,
+            });
+        }
+        let empty = Fragment::default();
+        let mut diff = Diff::default();
+        let mut new_selects = BTreeSet::new();
+        for (key, new) in &changed {
+            let old = applied.services.get(key).map(|(_, f)| f).unwrap_or(&empty);
+            let new_f = new.as_ref().map(|(_, f)| f).unwrap_or(&empty);
+            diff.add(old, new_f);
+            new_selects.extend(new_f.selects.iter().filter(|s| !applied.selects.contains(s)).copied());
+        }
+        let cluster_cidr = applied.cluster_cidr;
+        let selects: BTreeMap<String, Chain> = Ruleset {
+            services: [(String::new(), Fragment { selects: new_selects.clone(), ..Default::default() })].into(),
+            cluster_cidr,
+            ..Default::default()
+        }
+        .select_chains();
+        let tx = diff.transaction(&selects);
+        if tx.is_empty() {
+            // the Services changed in ways that render the same
+            for (key, new) in changed {
+                match new {
+                    Some(v) => applied.services.insert(key, v),
+                    None => applied.services.remove(&key),
+                };
+            }
+            return Ok(SyncStats {
+                kind: SyncKind::Unchanged,
+                services_changed: 0,
+                commands: 0,
+                bytes: 0,
+                render: started.elapsed(),
+                apply: Duration::ZERO,
+            });
+        }
+        let commands = tx.len();
+        let payload = tx.into_string();
+        let render_time = started.elapsed();
+        let t = Instant::now();
+        if let Err(e) = nft::apply(self.netns.as_deref(), &payload) {
+            self.applied = None;
+            return Err(e);
+        }
+        let apply = t.elapsed();
+        let services_changed = changed.len();
+        for (key, new) in changed {
+            match new {
+                Some(v) => applied.services.insert(key, v),
+                None => applied.services.remove(&key),
+            };
+        }
+        applied.selects.extend(new_selects);
+        tracing::debug!(services_changed, commands, ?apply, "nftables: incremental sync");
+        Ok(SyncStats {
+            kind: SyncKind::Incremental,
+            services_changed,
+            commands,
+            bytes: payload.len(),
+            render: render_time,
+            apply,
+        })
+    }
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy::new()
+    }
+}
+
+/// The changes between old and new fragments of the Services that changed.
+#[derive(Default)]
+struct Diff<'a> {
+    add_sets: Vec<(&'a str, &'a SetDecl)>,
+    del_sets: Vec<&'a str>,
+    add_chains: Vec<(&'a str, &'a Chain)>,
+    changed_chains: Vec<(&'a str, &'a Chain)>,
+    del_chains: Vec<&'a str>,
+    del_elems: Vec<(&'a str, &'a Key, &'a Option<Data>)>,
+    add_elems: Vec<(&'a str, &'a Key, &'a Option<Data>)>,
+}
+
+impl<'a> Diff<'a> {
+    fn add(&mut self, old: &'a Fragment, new: &'a Fragment) {
+        for (name, decl) in &new.sets {
+            match old.sets.get(name) {
+                Some(o) if o == decl => {}
+                Some(_) => {
+                    // a new timeout: declared again
+                    self.del_sets.push(name);
+                    self.add_sets.push((name, decl));
+                }
+                None => self.add_sets.push((name, decl)),
+            }
+        }
+        self.del_sets.extend(old.sets.keys().filter(|n| !new.sets.contains_key(*n)).map(String::as_str));
+        for (name, chain) in &new.chains {
+            match old.chains.get(name) {
+                Some(o) if o == chain => {}
+                Some(_) => self.changed_chains.push((name, chain)),
+                None => self.add_chains.push((name, chain)),
+            }
+        }
+        self.del_chains.extend(old.chains.keys().filter(|n| !new.chains.contains_key(*n)).map(String::as_str));
+        for (k, d) in &old.elements {
+            if new.elements.get(k) != Some(d) {
+                self.del_elems.push((k.0, &k.1, d));
+            }
+        }
+        for (k, d) in &new.elements {
+            if old.elements.get(k) != Some(d) {
+                self.add_elems.push((k.0, &k.1, d));
+            }
+        }
+    }
+
+    fn transaction(&self, selects: &BTreeMap<String, Chain>) -> Tx {
+        let mut tx = Tx::default();
+        if self.add_sets.is_empty()
+            && self.del_sets.is_empty()
+            && self.add_chains.is_empty()
+            && self.changed_chains.is_empty()
+            && self.del_chains.is_empty()
+            && self.del_elems.is_empty()
+            && self.add_elems.is_empty()
+            && selects.is_empty()
+        {
+            return tx;
+        }
+        // sets whose declaration changed go away first (after what uses them)
+        let redeclared: BTreeSet<&str> =
+            self.add_sets.iter().map(|(n, _)| *n).filter(|n| self.del_sets.contains(n)).collect();
+        for (name, chain) in selects.iter().map(|(n, c)| (n.as_str(), c)).chain(self.add_chains.iter().copied()) {
+            tx.add_chain(name, chain);
+        }
+        for (name, _) in &self.changed_chains {
+            tx.flush_chain(name);
+        }
+        for name in &self.del_chains {
+            tx.flush_chain(name);
+        }
+        tx.elements("delete", self.del_elems.iter().copied());
+        for name in &self.del_chains {
+            tx.delete_chain(name);
+        }
+        for name in &self.del_sets {
+            tx.delete_set(name);
+        }
+        for (name, decl) in &self.add_sets {
+            if redeclared.contains(name) || !self.del_sets.contains(name) {
+                tx.add_set(name, decl);
+            }
+        }
+        for (name, chain) in selects.iter().map(|(n, c)| (n.as_str(), c)).chain(self.add_chains.iter().copied()) {
+            tx.add_rules(name, chain);
+        }
+        for (name, chain) in &self.changed_chains {
+            tx.add_rules(name, chain);
+        }
+        tx.elements("add", self.add_elems.iter().copied());
+        tx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::{Endpoint, Protocol, ServicePort};
+
+    fn web(endpoints: &[&str]) -> Service {
+        Service {
+            namespace: "default".into(),
+            name: "web".into(),
+            cluster_ip: Some("10.96.0.20".parse().unwrap()),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: None,
+                endpoints: endpoints
+                    .iter()
+                    .map(|ip| Endpoint { ip: ip.parse().unwrap(), port: 8080, local: true })
+                    .collect(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_endpoint_change_touches_only_that_services_elements() {
+        let cidr = Some("10.244.0.0/16".parse().unwrap());
+        let old = render_service(&web(&["10.244.0.2", "10.244.0.3"]), cidr);
+        let new = render_service(&web(&["10.244.0.2", "10.244.0.4"]), cidr);
+        let mut diff = Diff::default();
+        diff.add(&old, &new);
+        let doc: Value = serde_json::from_str(&diff.transaction(&BTreeMap::new()).into_string()).unwrap();
+        assert_eq!(
+            doc,
+            json!({"nftables": [
+                {"delete": {"element": {"family": "ip", "table": "skiff", "name": "cluster-endpoints",
+                    "elem": [{"concat": ["10.96.0.20", "tcp", 80, 1]}]}}},
+                {"add": {"element": {"family": "ip", "table": "skiff", "name": "cluster-endpoints",
+                    "elem": [[{"concat": ["10.96.0.20", "tcp", 80, 1]}, {"concat": ["10.244.0.4", 8080]}]]}}},
+            ]})
+        );
+    }
+
+    #[test]
+    fn a_new_endpoint_count_adds_its_shared_chain_once() {
+        let cidr = Some("10.244.0.0/16".parse().unwrap());
+        let old = render_service(&web(&["10.244.0.2", "10.244.0.3"]), cidr);
+        let new = render_service(&web(&["10.244.0.2"]), cidr);
+        let mut diff = Diff::default();
+        diff.add(&old, &new);
+        let selects =
+            Ruleset { services: [(String::new(), new.clone())].into(), cluster_cidr: cidr, ..Default::default() }
+                .select_chains();
+        let tx = diff.transaction(&selects).into_string();
+        let doc: Value = serde_json::from_str(&tx).unwrap();
+        let verbs: Vec<String> = doc["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
+                let (kind, o) = body.as_object().unwrap().iter().next().unwrap();
+                format!("{verb} {kind} {}", o["name"].as_str().or(o["chain"].as_str()).unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                "add chain cluster-1-tcp",
+                "delete element cluster-endpoints",
+                "delete element service-ips",
+                "add rule cluster-1-tcp",
+                "add rule cluster-1-tcp",
+                "add element service-ips",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_sync_removes_only_the_proxys_stale_objects() {
+        let existing = Existing {
+            chains: ["cluster-7-udp", "pod-egress", "svc-gone/x/tcp/80"].iter().map(|s| s.to_string()).collect(),
+            sets: ["affinity-gone/x/tcp/80/10.0.0.1:80".to_string()].into(),
+        };
+        let ruleset = render(&ProxyState::default());
+        let tx = full_transaction(&[&ruleset.global], &BTreeMap::new(), &existing);
+        assert!(tx.contains(r#"{"delete":{"chain":{"family":"ip","table":"skiff","name":"cluster-7-udp"}}}"#), "{tx}");
+        assert!(tx.contains(r#"{"delete":{"chain":{"family":"ip","table":"skiff","name":"svc-gone/x/tcp/80"}}}"#));
+        assert!(tx.contains(
+            r#"{"delete":{"set":{"family":"ip","table":"skiff","name":"affinity-gone/x/tcp/80/10.0.0.1:80"}}}"#
+        ));
+        assert!(!tx.contains("pod-egress"), "the pod network's chain is not the proxy's");
+        assert!(!tx.contains(r#""delete":{"table""#));
+    }
+}

@@ -1,0 +1,370 @@
+//! The pod network and the service proxy on real kernel networking, as root,
+//! entirely inside network namespaces these tests make (a "node", its
+//! "pods", and an "external client" wired to the node by a veth). Nothing
+//! touches the machine's own namespace; every namespace is removed by a
+//! guard, also when a test fails.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skiff_net::bridge::{BridgeConfig, BridgeNetwork};
+use skiff_net::netns;
+use skiff_net::proxy::{self, Endpoint, HostPort, Protocol, Proxy, ProxyState, Service, ServicePort, SyncKind};
+use skiff_net::{PodNetwork, PodRef};
+
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// Skip (or fail under CI=true) without root.
+fn need_root() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "these tests need root (network namespaces)");
+    eprintln!("skipped: needs root to create network namespaces");
+    false
+}
+
+/// Namespaces and servers made by a test, removed on drop.
+struct World {
+    dir: tempfile::TempDir,
+    namespaces: Vec<PathBuf>,
+    stop: Arc<AtomicBool>,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::Builder::new().prefix("skiff-test-net").tempdir().unwrap();
+        World { dir, namespaces: Vec::new(), stop: Arc::new(AtomicBool::new(false)) }
+    }
+
+    fn netns(&mut self, name: &str) -> PathBuf {
+        let p = self.dir.path().join("ns").join(name);
+        netns::create(&p).unwrap();
+        self.namespaces.push(p.clone());
+        p
+    }
+
+    /// A TCP server in `ns` on `port`: greets each connection with
+    /// "<name> <peer address>\n", then echoes what it receives.
+    fn serve(&self, ns: &Path, name: &str, port: u16) {
+        let listener = netns::run_in(ns, move || TcpListener::bind(("0.0.0.0", port))).unwrap().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, name) = (self.stop.clone(), name.to_string());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, peer)) => {
+                        let name = name.clone();
+                        std::thread::spawn(move || {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                            let _ = writeln!(conn, "{name} {}", peer.ip());
+                            let mut buf = [0u8; 256];
+                            while let Ok(n) = conn.read(&mut buf) {
+                                if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for p in self.namespaces.iter().rev() {
+            let _ = netns::remove(p);
+        }
+        // netns::create makes the namespaces' directory a shared mount
+        let _ = nix::mount::umount2(&self.dir.path().join("ns"), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// `ip …` run inside `ns` (test setup only; the product uses netlink).
+fn ip(ns: &Path, args: &[&str]) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = netns::run_in(ns, move || Command::new("ip").args(&args).output()).unwrap().unwrap();
+    assert!(out.status.success(), "ip {:?}: {}", ns, String::from_utf8_lossy(&out.stderr));
+}
+
+fn ip_output(ns: &Path, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = netns::run_in(ns, move || Command::new("ip").args(&args).output()).unwrap().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Connect from `ns` and read the greeting: (server name, the address the server saw).
+fn greet(ns: &Path, addr: SocketAddrV4) -> std::io::Result<(String, String)> {
+    let stream = netns::connect_tcp(ns, SocketAddr::V4(addr), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    Ok((parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or_default().to_string()))
+}
+
+/// Which servers answered `n` connections.
+fn spread(ns: &Path, addr: SocketAddrV4, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let (name, _) = greet(ns, addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn pod(name: &str) -> PodRef {
+    PodRef { namespace: "default".into(), name: name.into(), uid: format!("uid-{name}") }
+}
+
+fn v4(ip: std::net::IpAddr) -> Ipv4Addr {
+    match ip {
+        std::net::IpAddr::V4(v) => v,
+        other => panic!("not IPv4: {other}"),
+    }
+}
+
+fn svc(name: &str, vip: &str, port: u16, endpoints: &[(Ipv4Addr, bool)]) -> Service {
+    Service {
+        namespace: "default".into(),
+        name: name.into(),
+        cluster_ip: Some(vip.parse().unwrap()),
+        ports: vec![ServicePort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port,
+            node_port: None,
+            endpoints: endpoints.iter().map(|(ip, local)| Endpoint { ip: *ip, port: 8080, local: *local }).collect(),
+        }],
+        ..Default::default()
+    }
+}
+
+fn addr(ip: &str, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip.parse().unwrap(), port)
+}
+
+struct Node {
+    world: World,
+    node: PathBuf,
+    client: PathBuf,
+    net: BridgeNetwork,
+}
+
+/// A node namespace with the bridge network started and an external client
+/// on a veth: node 198.18.0.1/24 (uplink0) — client 198.18.0.2/24.
+async fn node() -> Node {
+    let mut world = World::new();
+    let node = world.netns("node");
+    let client = world.netns("client");
+    ip(&node, &["link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", client.to_str().unwrap()]);
+    ip(&node, &["addr", "add", "198.18.0.1/24", "dev", "uplink0"]);
+    ip(&node, &["link", "set", "uplink0", "up"]);
+    ip(&node, &["route", "add", "default", "via", "198.18.0.2"]);
+    ip(&client, &["addr", "add", "198.18.0.2/24", "dev", "eth0"]);
+    ip(&client, &["link", "set", "eth0", "up"]);
+    let mut cfg = BridgeConfig::new(
+        "10.244.0.0/24".parse().unwrap(),
+        "10.244.0.0/16".parse().unwrap(),
+        world.dir.path().join("data"),
+    );
+    cfg.node_netns = Some(node.clone());
+    let net = BridgeNetwork::new(cfg).unwrap();
+    let status = net.start().await.unwrap();
+    assert_eq!(status.gateway, GATEWAY);
+    assert_eq!(status.mtu, 1500, "the uplink's MTU");
+    Node { world, node, client, net }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_a_bridge_and_services_through_nftables() {
+    if !need_root() {
+        return;
+    }
+    let Node { mut world, node, client, net } = node().await;
+    // forwarding is on in the node's namespace
+    let fwd = netns::run_in(&node, || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")).unwrap().unwrap();
+    assert_eq!(fwd.trim(), "1");
+
+    let (p1, p2, p3) = (world.netns("p1"), world.netns("p2"), world.netns("p3"));
+    let a1 = v4(net.setup(&pod("p1"), &p1).await.unwrap().ips[0]);
+    let a2 = v4(net.setup(&pod("p2"), &p2).await.unwrap().ips[0]);
+    let a3 = v4(net.setup(&pod("p3"), &p3).await.unwrap().ips[0]);
+    assert_eq!(HashSet::from([a1, a2, a3]).len(), 3);
+    // setup is idempotent: an adopted pod keeps its address
+    assert_eq!(v4(net.setup(&pod("p1"), &p1).await.unwrap().ips[0]), a1);
+    let routes = ip_output(&p1, &["route"]);
+    assert!(routes.contains("default via 10.244.0.1 dev eth0"), "{routes}");
+    world.serve(&p1, "p1", 8080);
+    world.serve(&p2, "p2", 8080);
+
+    // pod to pod, and pod to the outside (masqueraded as the node)
+    let (name, seen) = greet(&p3, SocketAddrV4::new(a1, 8080)).unwrap();
+    assert_eq!((name.as_str(), seen), ("p1", a3.to_string()));
+    world.serve(&client, "outside", 9000);
+    let (_, seen) = greet(&p1, SocketAddrV4::new(CLIENT_IP, 9000)).unwrap();
+    assert_eq!(seen, NODE_IP.to_string(), "pod egress is masqueraded");
+
+    let web = svc("web", "10.96.0.10", 80, &[(a1, true), (a2, true)]);
+    let empty = svc("empty", "10.96.0.11", 80, &[]);
+    let only1 = svc("only1", "10.96.0.12", 80, &[(a1, true)]);
+    let mut np = svc("np", "10.96.0.13", 80, &[(a1, true), (a2, true)]);
+    np.ports[0].node_port = Some(30080);
+    let mut local = svc("local", "10.96.0.14", 80, &[(a1, true), (Ipv4Addr::new(10, 244, 1, 9), false)]);
+    local.ports[0].node_port = Some(30081);
+    local.external_traffic_local = true;
+    let mut sticky = svc("sticky", "10.96.0.15", 80, &[(a1, true), (a2, true)]);
+    sticky.session_affinity_timeout = Some(60);
+    let mut state = ProxyState {
+        cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+        pod_cidr: Some("10.244.0.0/24".parse().unwrap()),
+        services: vec![web, empty, only1, np, local, sticky],
+        host_ports: vec![HostPort {
+            protocol: Protocol::Tcp,
+            host_ip: None,
+            host_port: 8081,
+            pod_ip: a2,
+            container_port: 8080,
+        }],
+    };
+    let mut proxy = Proxy::in_netns(&node);
+    assert_eq!(proxy.sync(&state).unwrap().kind, SyncKind::Full);
+    let table = proxy::list_table(Some(&node)).unwrap();
+    assert!(table.contains("ip daddr . meta l4proto . th dport vmap @service-ips"), "{table}");
+
+    // ClusterIP from a pod spreads over both endpoints
+    let s = spread(&p3, addr("10.96.0.10", 80), 40);
+    assert!(s.get("p1").copied().unwrap_or(0) > 0 && s.get("p2").copied().unwrap_or(0) > 0, "{s:?}");
+    // ... and from the node itself
+    let s = spread(&node, addr("10.96.0.10", 80), 40);
+    assert!(s.len() == 2, "{s:?}");
+
+    // no endpoints: refused at once; an unused port of a ClusterIP too
+    for target in [addr("10.96.0.11", 80), addr("10.96.0.10", 81)] {
+        let t = Instant::now();
+        let e = netns::connect_tcp(&p3, SocketAddr::V4(target), Duration::from_secs(2)).unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{target}: {e}");
+        assert!(took < Duration::from_millis(100), "{target}: refused after {took:?}");
+    }
+
+    // hairpin: a pod reaches itself through its Service
+    let (name, seen) = greet(&p1, addr("10.96.0.12", 80)).unwrap();
+    assert_eq!(name, "p1");
+    assert_eq!(seen, GATEWAY.to_string(), "hairpin traffic is masqueraded");
+
+    // NodePort from outside, externalTrafficPolicy Cluster: both pods, masqueraded
+    let s = spread(&client, SocketAddrV4::new(NODE_IP, 30080), 40);
+    assert!(s.len() == 2, "{s:?}");
+    let (_, seen) = greet(&client, SocketAddrV4::new(NODE_IP, 30080)).unwrap();
+    assert_eq!(seen, GATEWAY.to_string());
+    // externalTrafficPolicy Local: only the local endpoint, client address kept
+    for _ in 0..10 {
+        let (name, seen) = greet(&client, SocketAddrV4::new(NODE_IP, 30081)).unwrap();
+        assert_eq!((name.as_str(), seen), ("p1", CLIENT_IP.to_string()));
+    }
+    // HostPort on the node's address
+    let (name, _) = greet(&client, SocketAddrV4::new(NODE_IP, 8081)).unwrap();
+    assert_eq!(name, "p2");
+
+    // ClientIP affinity: one client keeps its endpoint
+    let s = spread(&p3, addr("10.96.0.15", 80), 20);
+    assert_eq!(s.len(), 1, "{s:?}");
+
+    // an open connection survives a full resync by a "restarted agent"
+    let conn = netns::connect_tcp(&p3, SocketAddr::V4(addr("10.96.0.10", 80)), Duration::from_secs(2)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let mut restarted = Proxy::in_netns(&node);
+    assert_eq!(restarted.sync(&state).unwrap().kind, SyncKind::Full);
+    (&conn).write_all(b"still there\n").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "still there\n");
+    drop((conn, reader));
+
+    // incremental: p2 leaves web; the change is one small transaction
+    state.services[0].ports[0].endpoints.retain(|e| e.ip != a2);
+    let stats = restarted.sync(&state).unwrap();
+    assert_eq!((stats.kind, stats.services_changed), (SyncKind::Incremental, 1));
+    let s = spread(&p3, addr("10.96.0.10", 80), 20);
+    assert_eq!(s.keys().collect::<Vec<_>>(), vec!["p1"], "{s:?}");
+    // a Service removed: its address is no longer served (nor is it a ClusterIP to reject)
+    state.services.retain(|s| s.name != "only1");
+    assert_eq!(restarted.sync(&state).unwrap().kind, SyncKind::Incremental);
+    assert!(!proxy::list_table(Some(&node)).unwrap().contains("10.96.0.12"));
+    // nothing changed: nothing sent
+    assert_eq!(restarted.sync(&state).unwrap().kind, SyncKind::Unchanged);
+    // endpoints come back
+    state.services[0].ports[0].endpoints.push(Endpoint { ip: a2, port: 8080, local: true });
+    restarted.sync(&state).unwrap();
+    let s = spread(&p3, addr("10.96.0.10", 80), 40);
+    assert!(s.len() == 2, "{s:?}");
+
+    // teardown: the pod's interface and address go
+    net.teardown(&pod("p3"), &p3).await.unwrap();
+    assert!(!ip_output(&p3, &["link"]).contains("eth0"));
+    assert_eq!(net.ipam().lookup("uid-p3").unwrap(), None);
+    net.teardown(&pod("p3"), &p3).await.unwrap();
+    // gc: pods the agent no longer knows lose their addresses and veths
+    let released = net.gc(["uid-p1".to_string()].into()).await.unwrap();
+    assert_eq!(released, vec![a2]);
+    let links = ip_output(&node, &["link"]);
+    assert!(!links.contains(&skiff_net::bridge::host_veth_name("uid-p2")), "{links}");
+    assert!(links.contains(&skiff_net::bridge::host_veth_name("uid-p1")), "{links}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_routes_follow_the_nodes() {
+    if !need_root() {
+        return;
+    }
+    let Node { world: _world, node, net, .. } = node().await;
+    let peer1: (ipnet::Ipv4Net, Ipv4Addr) = ("10.244.1.0/24".parse().unwrap(), CLIENT_IP);
+    let peer2: (ipnet::Ipv4Net, Ipv4Addr) = ("10.244.2.0/24".parse().unwrap(), "198.18.0.3".parse().unwrap());
+    let own: (ipnet::Ipv4Net, Ipv4Addr) = ("10.244.0.0/24".parse().unwrap(), NODE_IP);
+    net.set_peer_routes(vec![peer1, peer2, own]).await.unwrap();
+    let routes = ip_output(&node, &["route", "show", "proto", "99"]);
+    assert!(routes.contains("10.244.1.0/24 via 198.18.0.2"), "{routes}");
+    assert!(routes.contains("10.244.2.0/24 via 198.18.0.3"), "{routes}");
+    assert!(!routes.contains("10.244.0.0/24"), "{routes}");
+    // a node left, another moved
+    let moved: (ipnet::Ipv4Net, Ipv4Addr) = ("10.244.1.0/24".parse().unwrap(), "198.18.0.4".parse().unwrap());
+    net.set_peer_routes(vec![moved]).await.unwrap();
+    let routes = ip_output(&node, &["route", "show", "proto", "99"]);
+    assert_eq!(routes.trim(), "10.244.1.0/24 via 198.18.0.4 dev uplink0", "{routes}");
+    net.set_peer_routes(vec![]).await.unwrap();
+    assert_eq!(ip_output(&node, &["route", "show", "proto", "99"]).trim(), "");
+}
+
+/// `cargo test -p skiff-net --release --test kernel -- --ignored --nocapture proxy_figures`
+#[test]
+#[ignore = "a benchmark: run it on purpose"]
+fn proxy_figures() {
+    if !need_root() {
+        return;
+    }
+    let services = std::env::var("SKIFF_BENCH_SERVICES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let figures = proxy::bench::measure(services, 10, 50).unwrap();
+    println!("{figures}");
+}
