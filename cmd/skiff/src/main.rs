@@ -89,6 +89,9 @@ struct ServerArgs {
     /// Range Service ClusterIPs are drawn from
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: String,
+    /// Range pod addresses are drawn from; each node gets a /24 of it
+    #[arg(long, default_value = "10.244.0.0/16", value_parser = parse_cluster_cidr)]
+    cluster_cidr: ipnet::Ipv4Net,
     /// Range NodePorts are drawn from, as FIRST-LAST
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
@@ -192,6 +195,16 @@ fn parse_port_range(s: &str) -> Result<(u16, u16)> {
         bail!("--service-node-port-range {s:?}: the first port must be between 1 and the last port");
     }
     Ok((a, b))
+}
+
+/// `--cluster-cidr`: an IPv4 range with room for at least one /24 per node.
+fn parse_cluster_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
+    let net: ipnet::Ipv4Net =
+        s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR such as 10.244.0.0/16"))?;
+    if net.prefix_len() > 24 {
+        return Err(format!("{s:?} is too small: each node takes a /24, so use a prefix of /24 or shorter"));
+    }
+    Ok(net.trunc())
 }
 
 fn parse_service_cidr(s: &str) -> Result<ipnet::Ipv4Net> {
@@ -426,6 +439,7 @@ async fn start_controllers(args: &ServerArgs, running: &skiff_apiserver::Running
     let opts = skiff_controllers::ControllerOptions {
         node_monitor_grace_period: args.node_monitor_grace_period,
         pod_eviction_timeout: args.pod_eviction_timeout,
+        cluster_cidr: args.cluster_cidr,
         ..Default::default()
     };
     let (stop, rx) = tokio::sync::watch::channel(false);

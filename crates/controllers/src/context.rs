@@ -211,6 +211,9 @@ pub async fn run_loops(client: kube::Client, opts: ControllerOptions, identity: 
     if opts.enabled("namespace") {
         loops.push(crate::namespace::start(ctx.clone()).boxed());
     }
+    if opts.enabled("nodeipam") {
+        loops.push(crate::nodeipam::start(ctx.clone(), opts.cluster_cidr, opts.node_cidr_mask).boxed());
+    }
     let informer_tasks = ctx.informers.run_all(&stop);
     tracing::info!(loops = loops.len(), "control loops starting");
     let handles: Vec<_> = loops.into_iter().map(tokio::spawn).collect();

@@ -24,6 +24,7 @@ mod gc;
 mod labels;
 mod leader;
 mod namespace;
+mod nodeipam;
 mod nodelifecycle;
 mod pod;
 mod replicaset;
@@ -51,6 +52,7 @@ pub const CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "garbagecollector",
     "namespace",
+    "nodeipam",
 ];
 
 /// How the loops behave; `Default` is Kubernetes' defaults.
@@ -68,6 +70,10 @@ pub struct ControllerOptions {
     pub retry_period: Duration,
     /// Loops not to run (names from [`CONTROLLERS`]).
     pub disabled: HashSet<String>,
+    /// Nodes' podCIDRs come from here (`--cluster-cidr`).
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// The prefix length of each node's podCIDR.
+    pub node_cidr_mask: u8,
 }
 
 impl Default for ControllerOptions {
@@ -80,6 +86,8 @@ impl Default for ControllerOptions {
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
             disabled: HashSet::new(),
+            cluster_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
+            node_cidr_mask: 24,
         }
     }
 }

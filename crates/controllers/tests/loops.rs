@@ -657,3 +657,27 @@ async fn leadership_moves_when_the_leader_dies() {
     assert_eq!(l.spec.unwrap().holder_identity, None);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_gets_its_own_pod_cidr_from_the_cluster_cidr() {
+    let env = Env::start(fast_options(), Some(sim_config(3))).await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let cidrs = wait_for("three nodes with podCIDRs", T, || {
+        let nodes = nodes.clone();
+        async move {
+            let list = nodes.list(&ListParams::default()).await.ok()?.items;
+            let cidrs: Vec<String> =
+                list.iter().filter_map(|n| n.spec.as_ref().and_then(|s| s.pod_cidr.clone())).collect();
+            (cidrs.len() == 3).then_some(cidrs)
+        }
+    })
+    .await;
+    let distinct: std::collections::BTreeSet<&String> = cidrs.iter().collect();
+    assert_eq!(distinct.len(), 3, "{cidrs:?}");
+    for c in &cidrs {
+        let net: ipnet::Ipv4Net = c.parse().unwrap();
+        assert_eq!(net.prefix_len(), 24, "{c}");
+        assert!("10.244.0.0/16".parse::<ipnet::Ipv4Net>().unwrap().contains(&net), "{c}");
+    }
+    env.stop().await;
+}
