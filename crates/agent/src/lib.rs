@@ -23,6 +23,7 @@ pub mod http;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod proxy;
 pub mod runtime;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
