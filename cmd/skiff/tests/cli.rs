@@ -57,8 +57,10 @@ impl Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension(format!("{port}.log"));
         let port_s = port.to_string();
+        // no agent: these tests run in the machine's own network namespace
         let child = skiff(&[
             "server",
+            "--disable-agent",
             "--data-dir",
             data_dir.to_str().unwrap(),
             "--bind-address",
@@ -137,7 +139,7 @@ fn a_bad_node_port_range_exits_1_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     for range in ["30000", "32767-30000", "30000-99999", "low-high"] {
-        let out = run(&["server", "--data-dir", d, "--service-node-port-range", range]);
+        let out = run(&["server", "--disable-agent", "--data-dir", d, "--service-node-port-range", range]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{range}: {stderr}");
         assert!(stderr.contains(&format!("--service-node-port-range {range:?}")), "{range}: {stderr}");
@@ -149,7 +151,7 @@ fn a_bad_service_cidr_exits_1_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     for cidr in ["10.96.0.0", "not-a-cidr", "10.96.0.0/30", "fd00::/108"] {
-        let out = run(&["server", "--data-dir", d, "--service-cidr", cidr]);
+        let out = run(&["server", "--disable-agent", "--data-dir", d, "--service-cidr", cidr]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{cidr}: {stderr}");
         assert!(stderr.contains(&format!("--service-cidr {cidr:?}")), "{cidr}: {stderr}");
@@ -260,6 +262,7 @@ async fn a_second_server_on_a_taken_port_exits_naming_the_address() {
     let port_s = port.to_string();
     let out = run(&[
         "server",
+        "--disable-agent",
         "--data-dir",
         other.to_str().unwrap(),
         "--bind-address",

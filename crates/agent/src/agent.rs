@@ -24,6 +24,8 @@ pub enum AgentError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error("--node-ip: {0}")]
     NodeIp(String),
+    #[error(transparent)]
+    Https(#[from] crate::https::HttpsError),
 }
 
 /// A node agent, ready to run.
@@ -77,10 +79,22 @@ impl Agent {
                 cfg.container_runtime_version.clone()
             }
         };
+        let own_mounts = std::fs::read_link("/proc/self/ns/mnt").ok();
+        if own_mounts.is_some() && own_mounts != std::fs::read_link("/proc/1/ns/mnt").ok() {
+            tracing::warn!(
+                "the agent runs in a mount namespace of its own (under `ip netns exec`?): containerd cannot see the \
+                 network namespaces and tmpfs volumes it mounts, so pods will fail to start; run it in the host's \
+                 mount namespace (e.g. `nsenter --net=/run/netns/NAME skiff agent ...`)"
+            );
+        }
         let machine = Machine::measure(&cfg.data_dir);
         let events_stop = CancellationToken::new();
         let (recorder, events) = Recorder::new(self.client.clone(), cfg.node_name.clone(), events_stop.clone());
         let events = tokio::spawn(events);
+        // the HTTPS endpoint the API server proxies logs to; a taken port is fatal
+        let https_addr = std::net::SocketAddr::new(cfg.node_ip, cfg.kubelet_port);
+        let https =
+            crate::https::start(&self.client, &cfg.node_name, https_addr, self.router(), shutdown.clone()).await?;
         let node = NodeAgent { config: cfg.clone(), client: self.client.clone(), machine, runtime_version };
         let node = tokio::spawn(node.run(shutdown.clone()));
         let api = Arc::new(KubeApi { client: self.client.clone() });
@@ -89,6 +103,7 @@ impl Agent {
         tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "node agent running");
         pods::run(ctx, self.client.clone(), shutdown.clone()).await;
         let _ = node.await;
+        https.abort();
         // let queued events go out
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         events_stop.cancel();

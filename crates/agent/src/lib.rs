@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod https;
 pub mod logs;
 pub mod node;
 pub mod pods;

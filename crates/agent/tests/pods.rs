@@ -469,6 +469,19 @@ fn roommates_share_localhost_and_see_env_and_volumes() {
         let last = String::from_utf8_lossy(&last.concat()).into_owned();
         assert_eq!(last.lines().count(), 1, "{last}");
         assert!(last.contains("Z got="), "a timestamp, then the line: {last}");
+
+        // and the same log through the API server, which proxies pods/log to
+        // the agent's HTTPS endpoint with mutual TLS (kubectl logs --tail=1)
+        let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+        let lp = kube::api::LogParams { container: Some("client".into()), tail_lines: Some(1), ..Default::default() };
+        let via_api = pods.logs("roommates", &lp).await.unwrap();
+        assert!(via_api.starts_with("got="), "{via_api}");
+        // a container the pod doesn't have is Kubernetes' BadRequest
+        let bad = kube::api::LogParams { container: Some("nosuch".into()), ..Default::default() };
+        match pods.logs("roommates", &bad).await {
+            Err(kube::Error::Api(s)) => assert!(s.message.contains("container nosuch is not valid"), "{s:?}"),
+            other => panic!("{other:?}"),
+        }
     });
 }
 
@@ -526,6 +539,14 @@ fn crashing_containers_restart_with_backoff_and_jobs_finish() {
         let t = container_status(&p, "work").unwrap().state.unwrap().terminated.unwrap();
         assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
         assert_eq!(container_status(&p, "work").unwrap().restart_count, 0);
+        // a finished pod gives up its sandbox and network namespace, and keeps its logs
+        let netns = c.netns_of(&p);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while netns.exists() {
+            assert!(Instant::now() < deadline, "the finished pod's netns remains\n{}", tail(&c.agent_log(), 30));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(c.logs("job-ok", "work", false).await, "done\n");
         let p = c.wait_pod("job-fail", 60, "Failed", |p| phase(p) == "Failed").await;
         let t = container_status(&p, "work").unwrap().state.unwrap().terminated.unwrap();
         assert_eq!((t.exit_code, t.reason.as_deref()), (7, Some("Error")));
