@@ -35,6 +35,7 @@ lint:
 bench: setup
 	$(CARGO) build --release -p skiff -p skiff-bench
 	./target/release/skiff-bench --skiff ./target/release/skiff
+	$(CARGO) run --release -q -p skiff-controllers --features simulator --example bench
 
 # Remove what an interrupted test run may have left behind (all test objects
 # carry the skiff-test prefix).
