@@ -69,7 +69,10 @@ static CATALOGUE: &[ResourceType] = &[
         false,
         &["ns"],
         &[],
-        &[status("", "Namespace"), Subresource { name: "finalize", group: "", version: "v1", kind: "Namespace", verbs: &["update"] }],
+        &[
+            status("", "Namespace"),
+            Subresource { name: "finalize", group: "", version: "v1", kind: "Namespace", verbs: &["update"] }
+        ],
         "io.k8s.api.core.v1.Namespace"
     ),
     rt!(
@@ -88,7 +91,17 @@ static CATALOGUE: &[ResourceType] = &[
         ],
         "io.k8s.api.core.v1.Pod"
     ),
-    rt!("", "Service", "services", "service", true, &["svc"], ALL, &[status("", "Service")], "io.k8s.api.core.v1.Service"),
+    rt!(
+        "",
+        "Service",
+        "services",
+        "service",
+        true,
+        &["svc"],
+        ALL,
+        &[status("", "Service")],
+        "io.k8s.api.core.v1.Service"
+    ),
     rt!("", "Endpoints", "endpoints", "endpoints", true, &["ep"], &[], &[], "io.k8s.api.core.v1.Endpoints"),
     rt!("", "Secret", "secrets", "secret", true, &[], &[], &[], "io.k8s.api.core.v1.Secret"),
     rt!("", "ConfigMap", "configmaps", "configmap", true, &["cm"], &[], &[], "io.k8s.api.core.v1.ConfigMap"),
@@ -237,7 +250,10 @@ mod tests {
 
     #[test]
     fn qualified_names_match_kubernetes_messages() {
-        assert_eq!(find("apps", "v1", "deployments").map(|r| r.qualified_plural()).as_deref(), Some("deployments.apps"));
+        assert_eq!(
+            find("apps", "v1", "deployments").map(|r| r.qualified_plural()).as_deref(),
+            Some("deployments.apps")
+        );
         assert_eq!(find("", "v1", "pods").map(|r| r.qualified_plural()).as_deref(), Some("pods"));
         assert_eq!(find_kind("networking.k8s.io/v1", "Ingress").map(|r| r.plural), Some("ingresses"));
     }

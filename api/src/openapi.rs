@@ -22,9 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::{json, Map, Value};
 
 use crate::catalogue::{self, ResourceType, Subresource};
-use crate::schema::{
-    self, Gvk, DELETE_OPTIONS_DEFINITION, PATCH_DEFINITION, REF_PREFIX, STATUS_DEFINITION,
-};
+use crate::schema::{self, Gvk, DELETE_OPTIONS_DEFINITION, PATCH_DEFINITION, REF_PREFIX, STATUS_DEFINITION};
 
 const V3_REF_PREFIX: &str = "#/components/schemas/";
 
@@ -43,12 +41,7 @@ pub const PATCH_CONTENT_TYPES: &[&str] = &[
 pub fn v3_index() -> Value {
     let paths: Map<String, Value> = v3_hashes()
         .iter()
-        .map(|(path, hash)| {
-            (
-                path.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
-            )
-        })
+        .map(|(path, hash)| (path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")})))
         .collect();
     json!({ "paths": paths })
 }
@@ -57,9 +50,7 @@ pub fn v3_index() -> Value {
 /// `apis/<group>/<version>` as in [`v3_index`]; `None` for a group-version
 /// Skiff does not serve. Built on first request, then kept.
 pub fn v3_group_version(path: &str) -> Option<Arc<Vec<u8>>> {
-    let (group, version) = catalogue::group_versions()
-        .into_iter()
-        .find(|(g, v)| gv_path(g, v) == path)?;
+    let (group, version) = catalogue::group_versions().into_iter().find(|(g, v)| gv_path(g, v) == path)?;
     static DOCS: Mutex<BTreeMap<String, Arc<Vec<u8>>>> = Mutex::new(BTreeMap::new());
     // A panic while building leaves nothing half-inserted: the map stays usable.
     let mut docs = DOCS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -80,8 +71,7 @@ pub fn v2_json() -> Value {
 /// `Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf`,
 /// whose `@` Go's `mime.ParseMediaType` refuses in a response: like
 /// kube-openapi's handler, answer with the dotted form.
-pub const V2_PROTOBUF_CONTENT_TYPE: &str =
-    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+pub const V2_PROTOBUF_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// [`v2_json`] encoded as gnostic's `openapi.v2.Document`, what
 /// `/openapi/v2` answers to kubectl 1.27 and 1.28, with
@@ -124,10 +114,7 @@ fn v3_hashes() -> &'static [(String, String)] {
     static HASHES: OnceLock<Vec<(String, String)>> = OnceLock::new();
     HASHES.get_or_init(|| {
         let defs = schema::definitions();
-        catalogue::group_versions()
-            .into_iter()
-            .map(|(g, v)| (gv_path(g, v), hash(&v3_bytes(&defs, g, v))))
-            .collect()
+        catalogue::group_versions().into_iter().map(|(g, v)| (gv_path(g, v), hash(&v3_bytes(&defs, g, v)))).collect()
     })
 }
 
@@ -229,20 +216,10 @@ struct Param {
 }
 
 const fn query(name: &'static str, ty: &'static str, description: &'static str) -> Param {
-    Param {
-        name,
-        in_path: false,
-        ty,
-        description,
-    }
+    Param { name, in_path: false, ty, description }
 }
 
-const NAME: Param = Param {
-    name: "name",
-    in_path: true,
-    ty: "string",
-    description: "name of the object",
-};
+const NAME: Param = Param { name: "name", in_path: true, ty: "string", description: "name of the object" };
 const NAMESPACE: Param = Param {
     name: "namespace",
     in_path: true,
@@ -255,106 +232,46 @@ const DRY_RUN: Param = query(
     "string",
     "When present, modifications are not persisted. The only valid value is All: every stage of the request is processed, then nothing is stored.",
 );
-const FIELD_MANAGER: Param = query(
-    "fieldManager",
-    "string",
-    "A name for the actor making the change, recorded in managedFields.",
-);
+const FIELD_MANAGER: Param =
+    query("fieldManager", "string", "A name for the actor making the change, recorded in managedFields.");
 const FIELD_VALIDATION: Param = query(
     "fieldValidation",
     "string",
     "How the server treats unknown and duplicate fields in the body: Ignore drops them silently, Warn drops them and answers with a warning per field, Strict fails the request.",
 );
-const FORCE: Param = query(
-    "force",
-    "boolean",
-    "Take over the fields other managers own (server-side apply only: force conflicts).",
-);
-const ALLOW_WATCH_BOOKMARKS: Param = query(
-    "allowWatchBookmarks",
-    "boolean",
-    "Ask for BOOKMARK events in a watch.",
-);
-const CONTINUE: Param = query(
-    "continue",
-    "string",
-    "The token of the next page, from a previous list with a limit.",
-);
-const FIELD_SELECTOR: Param = query(
-    "fieldSelector",
-    "string",
-    "Only objects whose fields match this selector.",
-);
-const LABEL_SELECTOR: Param = query(
-    "labelSelector",
-    "string",
-    "Only objects whose labels match this selector.",
-);
-const LIMIT: Param = query(
-    "limit",
-    "integer",
-    "The most objects to return; the rest can be had with continue.",
-);
-const RESOURCE_VERSION: Param = query(
-    "resourceVersion",
-    "string",
-    "Which version of the data to list or watch from.",
-);
-const RESOURCE_VERSION_MATCH: Param = query(
-    "resourceVersionMatch",
-    "string",
-    "How resourceVersion applies to a list: Exact or NotOlderThan.",
-);
-const SEND_INITIAL_EVENTS: Param = query(
-    "sendInitialEvents",
-    "boolean",
-    "Start a watch with the current state, as ADDED events.",
-);
-const TIMEOUT_SECONDS: Param = query(
-    "timeoutSeconds",
-    "integer",
-    "End the list or watch call after this many seconds.",
-);
+const FORCE: Param =
+    query("force", "boolean", "Take over the fields other managers own (server-side apply only: force conflicts).");
+const ALLOW_WATCH_BOOKMARKS: Param = query("allowWatchBookmarks", "boolean", "Ask for BOOKMARK events in a watch.");
+const CONTINUE: Param = query("continue", "string", "The token of the next page, from a previous list with a limit.");
+const FIELD_SELECTOR: Param = query("fieldSelector", "string", "Only objects whose fields match this selector.");
+const LABEL_SELECTOR: Param = query("labelSelector", "string", "Only objects whose labels match this selector.");
+const LIMIT: Param = query("limit", "integer", "The most objects to return; the rest can be had with continue.");
+const RESOURCE_VERSION: Param = query("resourceVersion", "string", "Which version of the data to list or watch from.");
+const RESOURCE_VERSION_MATCH: Param =
+    query("resourceVersionMatch", "string", "How resourceVersion applies to a list: Exact or NotOlderThan.");
+const SEND_INITIAL_EVENTS: Param =
+    query("sendInitialEvents", "boolean", "Start a watch with the current state, as ADDED events.");
+const TIMEOUT_SECONDS: Param =
+    query("timeoutSeconds", "integer", "End the list or watch call after this many seconds.");
 const WATCH: Param = query("watch", "boolean", "Stream changes instead of listing.");
-const GRACE_PERIOD_SECONDS: Param = query(
-    "gracePeriodSeconds",
-    "integer",
-    "Seconds the object has to terminate; 0 deletes immediately.",
-);
+const GRACE_PERIOD_SECONDS: Param =
+    query("gracePeriodSeconds", "integer", "Seconds the object has to terminate; 0 deletes immediately.");
 const IGNORE_STORE_READ_ERROR: Param = query(
     "ignoreStoreReadErrorWithClusterBreakingPotential",
     "boolean",
     "Delete an object that cannot be read from storage (unsafe).",
 );
-const ORPHAN_DEPENDENTS: Param = query(
-    "orphanDependents",
-    "boolean",
-    "Deprecated: use propagationPolicy. Whether dependents are orphaned.",
-);
-const PROPAGATION_POLICY: Param = query(
-    "propagationPolicy",
-    "string",
-    "How dependents are deleted: Orphan, Background or Foreground.",
-);
+const ORPHAN_DEPENDENTS: Param =
+    query("orphanDependents", "boolean", "Deprecated: use propagationPolicy. Whether dependents are orphaned.");
+const PROPAGATION_POLICY: Param =
+    query("propagationPolicy", "string", "How dependents are deleted: Orphan, Background or Foreground.");
 const CONTAINER: Param = query("container", "string", "The container whose log to read.");
 const FOLLOW: Param = query("follow", "boolean", "Stream the log as it grows.");
 const LIMIT_BYTES: Param = query("limitBytes", "integer", "Stop after this many bytes.");
-const PREVIOUS: Param = query(
-    "previous",
-    "boolean",
-    "The log of the previous, terminated instance of the container.",
-);
-const SINCE_SECONDS: Param = query(
-    "sinceSeconds",
-    "integer",
-    "Only lines newer than this many seconds.",
-);
+const PREVIOUS: Param = query("previous", "boolean", "The log of the previous, terminated instance of the container.");
+const SINCE_SECONDS: Param = query("sinceSeconds", "integer", "Only lines newer than this many seconds.");
 const TAIL_LINES: Param = query("tailLines", "integer", "Only this many lines from the end.");
-const TIMESTAMPS: Param = query(
-    "timestamps",
-    "boolean",
-    "Prefix each line with its RFC 3339 timestamp.",
-);
+const TIMESTAMPS: Param = query("timestamps", "boolean", "Prefix each line with its RFC 3339 timestamp.");
 
 const LIST_PARAMS: &[&Param] = &[
     &ALLOW_WATCH_BOOKMARKS,
@@ -370,13 +287,8 @@ const LIST_PARAMS: &[&Param] = &[
 ];
 const WRITE_PARAMS: &[&Param] = &[&DRY_RUN, &FIELD_MANAGER, &FIELD_VALIDATION];
 const PATCH_PARAMS: &[&Param] = &[&DRY_RUN, &FIELD_MANAGER, &FIELD_VALIDATION, &FORCE];
-const DELETE_PARAMS: &[&Param] = &[
-    &DRY_RUN,
-    &GRACE_PERIOD_SECONDS,
-    &IGNORE_STORE_READ_ERROR,
-    &ORPHAN_DEPENDENTS,
-    &PROPAGATION_POLICY,
-];
+const DELETE_PARAMS: &[&Param] =
+    &[&DRY_RUN, &GRACE_PERIOD_SECONDS, &IGNORE_STORE_READ_ERROR, &ORPHAN_DEPENDENTS, &PROPAGATION_POLICY];
 const DELETE_COLLECTION_PARAMS: &[&Param] = &[
     &CONTINUE,
     &DRY_RUN,
@@ -392,15 +304,7 @@ const DELETE_COLLECTION_PARAMS: &[&Param] = &[
     &SEND_INITIAL_EVENTS,
     &TIMEOUT_SECONDS,
 ];
-const LOG_PARAMS: &[&Param] = &[
-    &CONTAINER,
-    &FOLLOW,
-    &LIMIT_BYTES,
-    &PREVIOUS,
-    &SINCE_SECONDS,
-    &TAIL_LINES,
-    &TIMESTAMPS,
-];
+const LOG_PARAMS: &[&Param] = &[&CONTAINER, &FOLLOW, &LIMIT_BYTES, &PREVIOUS, &SINCE_SECONDS, &TAIL_LINES, &TIMESTAMPS];
 
 impl Param {
     fn v3(&self) -> Value {
@@ -496,10 +400,7 @@ impl PathEntry {
         for op in &self.ops {
             item.insert(op.method.into(), op.v3());
         }
-        item.insert(
-            "parameters".into(),
-            self.params.iter().map(|p| p.v3()).collect(),
-        );
+        item.insert("parameters".into(), self.params.iter().map(|p| p.v3()).collect());
         Value::Object(item)
     }
 
@@ -508,10 +409,7 @@ impl PathEntry {
         for op in &self.ops {
             item.insert(op.method.into(), op.v2());
         }
-        item.insert(
-            "parameters".into(),
-            self.params.iter().map(|p| p.v2()).collect(),
-        );
+        item.insert("parameters".into(), self.params.iter().map(|p| p.v2()).collect());
         Value::Object(item)
     }
 }
@@ -534,12 +432,8 @@ impl Op {
         });
         let body = match &self.body {
             Body::None => None,
-            Body::Object(d) => {
-                Some(json!({"content": {"*/*": {"schema": v3_ref(d)}}, "required": true}))
-            }
-            Body::DeleteOptions => {
-                Some(json!({"content": {"*/*": {"schema": v3_ref(DELETE_OPTIONS_DEFINITION)}}}))
-            }
+            Body::Object(d) => Some(json!({"content": {"*/*": {"schema": v3_ref(d)}}, "required": true})),
+            Body::DeleteOptions => Some(json!({"content": {"*/*": {"schema": v3_ref(DELETE_OPTIONS_DEFINITION)}}})),
             Body::Patch => {
                 let content: Map<String, Value> = PATCH_CONTENT_TYPES
                     .iter()
@@ -557,10 +451,7 @@ impl Op {
                 Payload::Object(d) => json!({"application/json": {"schema": v3_ref(d)}}),
                 Payload::Text => json!({"text/plain": {"schema": {"type": "string"}}}),
             };
-            responses.insert(
-                code.to_string(),
-                json!({"description": description, "content": content}),
-            );
+            responses.insert(code.to_string(), json!({"description": description, "content": content}));
         }
         responses.insert("401".into(), json!({"description": "Unauthorized"}));
         op["responses"] = Value::Object(responses);
@@ -599,10 +490,7 @@ impl Op {
                 Payload::Object(d) => v2_ref(d),
                 Payload::Text => json!({"type": "string"}),
             };
-            responses.insert(
-                code.to_string(),
-                json!({"description": description, "schema": schema}),
-            );
+            responses.insert(code.to_string(), json!({"description": description, "schema": schema}));
         }
         responses.insert("401".into(), json!({"description": "Unauthorized"}));
         json!({
@@ -622,11 +510,7 @@ impl Op {
 
 /// `CoreV1`, `AppsV1`, `NetworkingV1`: how operation ids name a group-version.
 fn gv_camel(group: &str, version: &str) -> String {
-    let group = if group.is_empty() {
-        "core"
-    } else {
-        group.strip_suffix(".k8s.io").unwrap_or(group)
-    };
+    let group = if group.is_empty() { "core" } else { group.strip_suffix(".k8s.io").unwrap_or(group) };
     let mut out: String = group.split('.').map(capitalize).collect();
     out.push_str(&capitalize(version));
     out
@@ -642,21 +526,14 @@ fn capitalize(s: &str) -> String {
 
 /// `core_v1`, `apps_v1`, `networking_v1`.
 fn tag(group: &str, version: &str) -> String {
-    let group = if group.is_empty() {
-        "core"
-    } else {
-        group.split('.').next().unwrap_or(group)
-    };
+    let group = if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) };
     format!("{group}_{version}")
 }
 
 /// The paths Kubernetes serves for the resources of one group-version.
 fn group_version_paths(group: &str, version: &str) -> Vec<PathEntry> {
     let mut out = Vec::new();
-    for rt in catalogue::all()
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for rt in catalogue::all().iter().filter(|r| r.group == group && r.version == version) {
         resource_paths(rt, &mut out);
     }
     out
@@ -666,28 +543,15 @@ fn resource_paths(rt: &ResourceType, out: &mut Vec<PathEntry>) {
     let prefix = format!("/{}", gv_path(rt.group, rt.version));
     let gv = gv_camel(rt.group, rt.version);
     let tag = tag(rt.group, rt.version);
-    let gvk = Gvk {
-        group: rt.group,
-        version: rt.version,
-        kind: rt.kind,
-    };
-    let scoped = if rt.namespaced {
-        format!("Namespaced{}", rt.kind)
-    } else {
-        rt.kind.to_string()
-    };
+    let gvk = Gvk { group: rt.group, version: rt.version, kind: rt.kind };
+    let scoped = if rt.namespaced { format!("Namespaced{}", rt.kind) } else { rt.kind.to_string() };
     let (collection, scope_params): (String, Vec<&'static Param>) = if rt.namespaced {
-        (
-            format!("{prefix}/namespaces/{{namespace}}/{}", rt.plural),
-            vec![&NAMESPACE, &PRETTY],
-        )
+        (format!("{prefix}/namespaces/{{namespace}}/{}", rt.plural), vec![&NAMESPACE, &PRETTY])
     } else {
         (format!("{prefix}/{}", rt.plural), vec![&PRETTY])
     };
     let item = format!("{collection}/{{name}}");
-    let item_params: Vec<&'static Param> = std::iter::once(&NAME)
-        .chain(scope_params.iter().copied())
-        .collect();
+    let item_params: Vec<&'static Param> = std::iter::once(&NAME).chain(scope_params.iter().copied()).collect();
     let op = |method, id: String, description: String, action, params, body, responses| Op {
         method,
         id,
@@ -737,11 +601,7 @@ fn resource_paths(rt: &ResourceType, out: &mut Vec<PathEntry>) {
                 "post",
                 WRITE_PARAMS,
                 Body::Object(rt.definition.to_string()),
-                vec![
-                    ("200", "OK", object()),
-                    ("201", "Created", object()),
-                    ("202", "Accepted", object()),
-                ],
+                vec![("200", "OK", object()), ("201", "Created", object()), ("202", "Accepted", object())],
             ),
             op(
                 "delete",
@@ -821,49 +681,22 @@ enum VerbBody {
 }
 
 fn verb_op(verb: &str) -> Option<VerbOp> {
-    let (method, action, id_verb, params, body, codes): (
-        _,
-        _,
-        _,
-        &'static [&'static Param],
-        _,
-        &'static [_],
-    ) = match verb {
-        "get" => ("get", "get", "read", &[], VerbBody::None, &[("200", "OK")]),
-        "update" => (
-            "put",
-            "put",
-            "replace",
-            WRITE_PARAMS,
-            VerbBody::Object,
-            &[("200", "OK"), ("201", "Created")],
-        ),
-        "patch" => (
-            "patch",
-            "patch",
-            "patch",
-            PATCH_PARAMS,
-            VerbBody::Patch,
-            &[("200", "OK"), ("201", "Created")],
-        ),
-        "create" => (
-            "post",
-            "post",
-            "create",
-            WRITE_PARAMS,
-            VerbBody::Object,
-            &[("200", "OK"), ("201", "Created"), ("202", "Accepted")],
-        ),
-        _ => return None,
-    };
-    Some(VerbOp {
-        method,
-        action,
-        id_verb,
-        params,
-        body,
-        codes,
-    })
+    let (method, action, id_verb, params, body, codes): (_, _, _, &'static [&'static Param], _, &'static [_]) =
+        match verb {
+            "get" => ("get", "get", "read", &[], VerbBody::None, &[("200", "OK")]),
+            "update" => ("put", "put", "replace", WRITE_PARAMS, VerbBody::Object, &[("200", "OK"), ("201", "Created")]),
+            "patch" => ("patch", "patch", "patch", PATCH_PARAMS, VerbBody::Patch, &[("200", "OK"), ("201", "Created")]),
+            "create" => (
+                "post",
+                "post",
+                "create",
+                WRITE_PARAMS,
+                VerbBody::Object,
+                &[("200", "OK"), ("201", "Created"), ("202", "Accepted")],
+            ),
+            _ => return None,
+        };
+    Some(VerbOp { method, action, id_verb, params, body, codes })
 }
 
 /// The path of a subresource: status and scale (get, put, patch), binding
@@ -878,15 +711,7 @@ fn subresource_path(
     tag: &str,
 ) -> Option<PathEntry> {
     let log = sub.name == "log";
-    let definition = if log {
-        None
-    } else {
-        Some(schema::definition_of_kind(
-            sub.group,
-            sub.version,
-            sub.kind,
-        )?)
-    };
+    let definition = if log { None } else { Some(schema::definition_of_kind(sub.group, sub.version, sub.kind)?) };
     let payload = || match definition {
         Some(d) => Payload::Object(d.to_string()),
         None => Payload::Text,
@@ -910,26 +735,14 @@ fn subresource_path(
             id: format!("{}{gv}{scoped}{}", v.id_verb, capitalize(sub.name)),
             description,
             action: v.action,
-            gvk: Gvk {
-                group: sub.group,
-                version: sub.version,
-                kind: sub.kind,
-            },
+            gvk: Gvk { group: sub.group, version: sub.version, kind: sub.kind },
             params: if log { LOG_PARAMS } else { v.params },
             body,
-            responses: v
-                .codes
-                .iter()
-                .map(|(code, text)| (*code, *text, payload()))
-                .collect(),
+            responses: v.codes.iter().map(|(code, text)| (*code, *text, payload())).collect(),
             tag: tag.to_string(),
         });
     }
-    Some(PathEntry {
-        path: format!("{item}/{}", sub.name),
-        params: item_params.to_vec(),
-        ops,
-    })
+    Some(PathEntry { path: format!("{item}/{}", sub.name), params: item_params.to_vec(), ops })
 }
 
 #[cfg(test)]

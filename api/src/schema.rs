@@ -116,25 +116,15 @@ impl Gvk {
 }
 
 const fn gvk(group: &'static str, version: &'static str, kind: &'static str) -> Gvk {
-    Gvk {
-        group,
-        version,
-        kind,
-    }
+    Gvk { group, version, kind }
 }
 
 /// Definitions that are not served kinds but that paths refer to, with
 /// the kind each one is (subresource bodies, options, statuses).
 const EXTRA_KINDS: &[(&str, Gvk)] = &[
-    (
-        "io.k8s.api.autoscaling.v1.Scale",
-        gvk("autoscaling", "v1", "Scale"),
-    ),
+    ("io.k8s.api.autoscaling.v1.Scale", gvk("autoscaling", "v1", "Scale")),
     ("io.k8s.api.core.v1.Binding", gvk("", "v1", "Binding")),
-    (
-        "io.k8s.api.policy.v1.Eviction",
-        gvk("policy", "v1", "Eviction"),
-    ),
+    ("io.k8s.api.policy.v1.Eviction", gvk("policy", "v1", "Eviction")),
     (STATUS_DEFINITION, gvk("", "v1", "Status")),
 ];
 
@@ -159,12 +149,7 @@ pub fn kind_of_definition(definition: &str) -> Option<Gvk> {
         .iter()
         .find(|r| r.definition == definition)
         .map(|r| gvk(r.group, r.version, r.kind))
-        .or_else(|| {
-            EXTRA_KINDS
-                .iter()
-                .find(|(d, _)| *d == definition)
-                .map(|(_, g)| *g)
-        })
+        .or_else(|| EXTRA_KINDS.iter().find(|(d, _)| *d == definition).map(|(_, g)| *g))
 }
 
 /// The definition of a served kind's list (`io.k8s.api.core.v1.PodList`).
@@ -235,21 +220,14 @@ fn add_gvk_extensions(defs: &mut BTreeMap<String, Value>) {
     let mut gvks: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for rt in catalogue::all() {
         let kind = gvk(rt.group, rt.version, rt.kind).to_json();
-        gvks.entry(rt.definition.to_string())
-            .or_default()
-            .push(kind);
-        let list =
-            json!({"group": rt.group, "kind": format!("{}List", rt.kind), "version": rt.version});
+        gvks.entry(rt.definition.to_string()).or_default().push(kind);
+        let list = json!({"group": rt.group, "kind": format!("{}List", rt.kind), "version": rt.version});
         gvks.entry(list_definition(rt)).or_default().push(list);
     }
     for (definition, kind) in EXTRA_KINDS {
-        gvks.entry(definition.to_string())
-            .or_default()
-            .push(kind.to_json());
+        gvks.entry(definition.to_string()).or_default().push(kind.to_json());
     }
-    let delete_options = gvks
-        .entry(DELETE_OPTIONS_DEFINITION.to_string())
-        .or_default();
+    let delete_options = gvks.entry(DELETE_OPTIONS_DEFINITION.to_string()).or_default();
     for (group, version) in catalogue::group_versions() {
         delete_options.push(gvk(group, version, "DeleteOptions").to_json());
     }
@@ -295,10 +273,7 @@ fn add_field_extensions(defs: &mut BTreeMap<String, Value>) {
 
 /// The names of the definitions `roots` reference, directly or not,
 /// `roots` included.
-pub fn referenced(
-    defs: &BTreeMap<String, Value>,
-    roots: impl IntoIterator<Item = String>,
-) -> BTreeSet<String> {
+pub fn referenced(defs: &BTreeMap<String, Value>, roots: impl IntoIterator<Item = String>) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     let mut todo: Vec<String> = roots.into_iter().collect();
     while let Some(name) = todo.pop() {
@@ -345,10 +320,7 @@ pub struct PatchMeta {
 /// for fields that are replaced as a whole (maps are always merged).
 pub fn patch_meta(definition: &str, field: &str) -> Option<PatchMeta> {
     let ext = tables::field_extensions(definition, field)?;
-    Some(PatchMeta {
-        strategy: ext.patch_strategy?,
-        merge_key: ext.patch_merge_key,
-    })
+    Some(PatchMeta { strategy: ext.patch_strategy?, merge_key: ext.patch_merge_key })
 }
 
 /// Every Kubernetes extension on `field` of `definition` (patch strategy,

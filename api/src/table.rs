@@ -37,20 +37,11 @@ pub struct Column {
 
 impl Column {
     const fn new(name: &'static str, type_: &'static str, description: &'static str) -> Self {
-        Column {
-            name,
-            type_,
-            format: "",
-            description,
-            priority: 0,
-        }
+        Column { name, type_, format: "", description, priority: 0 }
     }
 
     const fn name() -> Self {
-        Column {
-            format: "name",
-            ..Column::new("Name", "string", NAME_DESC)
-        }
+        Column { format: "name", ..Column::new("Name", "string", NAME_DESC) }
     }
 
     const fn age() -> Self {
@@ -59,10 +50,7 @@ impl Column {
 
     /// The column shown only with `-o wide`.
     const fn wide(self) -> Self {
-        Column {
-            priority: 1,
-            ..self
-        }
+        Column { priority: 1, ..self }
     }
 }
 
@@ -184,19 +172,14 @@ fn printer(rt: &ResourceType) -> Printer {
 
 // Descriptions are the first sentences of the Kubernetes API documentation
 // of the field each column shows.
-const NAME_DESC: &str =
-    "Name must be unique within a namespace. Is required when creating resources, although some \
+const NAME_DESC: &str = "Name must be unique within a namespace. Is required when creating resources, although some \
      resources may allow a client to request the generation of an appropriate name automatically.";
-const AGE_DESC: &str =
-    "CreationTimestamp is a timestamp representing the server time when this object was created.";
+const AGE_DESC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created.";
 const CONTAINERS_DESC: &str = "Names of each container in the template.";
 const IMAGES_DESC: &str = "Images referenced by each container in the template.";
 
-static NAMESPACE_COLUMNS: &[Column] = &[
-    Column::name(),
-    Column::new("Status", "string", "The status of the namespace"),
-    Column::age(),
-];
+static NAMESPACE_COLUMNS: &[Column] =
+    &[Column::name(), Column::new("Status", "string", "The status of the namespace"), Column::age()];
 
 static POD_COLUMNS: &[Column] = &[
     Column::name(),
@@ -218,12 +201,8 @@ static POD_COLUMNS: &[Column] = &[
          scheduled right away as preemption victims receive their graceful termination periods.",
     )
     .wide(),
-    Column::new(
-        "Readiness Gates",
-        "string",
-        "If specified, all readiness gates will be evaluated for pod readiness.",
-    )
-    .wide(),
+    Column::new("Readiness Gates", "string", "If specified, all readiness gates will be evaluated for pod readiness.")
+        .wide(),
 ];
 
 static SERVICE_COLUMNS: &[Column] = &[
@@ -248,11 +227,7 @@ static SERVICE_COLUMNS: &[Column] = &[
 
 static ENDPOINTS_COLUMNS: &[Column] = &[
     Column::name(),
-    Column::new(
-        "Endpoints",
-        "string",
-        "The set of all endpoints is the union of all subsets.",
-    ),
+    Column::new("Endpoints", "string", "The set of all endpoints is the union of all subsets."),
     Column::age(),
 ];
 
@@ -363,16 +338,8 @@ static DEPLOYMENT_COLUMNS: &[Column] = &[
 
 static REPLICASET_COLUMNS: &[Column] = &[
     Column::name(),
-    Column::new(
-        "Desired",
-        "integer",
-        "Replicas is the number of desired pods.",
-    ),
-    Column::new(
-        "Current",
-        "integer",
-        "Replicas is the most recently observed number of non-terminating pods.",
-    ),
+    Column::new("Desired", "integer", "Replicas is the number of desired pods."),
+    Column::new("Current", "integer", "Replicas is the most recently observed number of non-terminating pods."),
     Column::new(
         "Ready",
         "integer",
@@ -381,12 +348,8 @@ static REPLICASET_COLUMNS: &[Column] = &[
     Column::age(),
     Column::new("Containers", "string", CONTAINERS_DESC).wide(),
     Column::new("Images", "string", IMAGES_DESC).wide(),
-    Column::new(
-        "Selector",
-        "string",
-        "Selector is a label query over pods that should match the replica count.",
-    )
-    .wide(),
+    Column::new("Selector", "string", "Selector is a label query over pods that should match the replica count.")
+        .wide(),
 ];
 
 static INGRESS_COLUMNS: &[Column] = &[
@@ -396,62 +359,30 @@ static INGRESS_COLUMNS: &[Column] = &[
         "string",
         "The name of the IngressClass resource that should be used for additional configuration",
     ),
-    Column::new(
-        "Hosts",
-        "string",
-        "Hosts that incoming requests are matched against before the ingress rule",
-    ),
-    Column::new(
-        "Address",
-        "string",
-        "Address is a list containing ingress points for the load-balancer",
-    ),
+    Column::new("Hosts", "string", "Hosts that incoming requests are matched against before the ingress rule"),
+    Column::new("Address", "string", "Address is a list containing ingress points for the load-balancer"),
     Column::new("Ports", "string", "Ports of TLS configurations that open"),
     Column::age(),
 ];
 
 static INGRESSCLASS_COLUMNS: &[Column] = &[
     Column::name(),
-    Column::new(
-        "Controller",
-        "string",
-        "Controller that is responsible for handling this class",
-    ),
-    Column::new(
-        "Parameters",
-        "string",
-        "A reference to a resource with additional parameters",
-    ),
+    Column::new("Controller", "string", "Controller that is responsible for handling this class"),
+    Column::new("Parameters", "string", "A reference to a resource with additional parameters"),
     Column::age(),
 ];
 
 static ENDPOINTSLICE_COLUMNS: &[Column] = &[
     Column::name(),
-    Column::new(
-        "AddressType",
-        "string",
-        "addressType specifies the type of address carried by this EndpointSlice.",
-    ),
-    Column::new(
-        "Ports",
-        "string",
-        "ports specifies the list of network ports exposed by each endpoint in this slice.",
-    ),
-    Column::new(
-        "Endpoints",
-        "string",
-        "endpoints is a list of unique endpoints in this slice.",
-    ),
+    Column::new("AddressType", "string", "addressType specifies the type of address carried by this EndpointSlice."),
+    Column::new("Ports", "string", "ports specifies the list of network ports exposed by each endpoint in this slice."),
+    Column::new("Endpoints", "string", "endpoints is a list of unique endpoints in this slice."),
     Column::age(),
 ];
 
 static LEASE_COLUMNS: &[Column] = &[
     Column::name(),
-    Column::new(
-        "Holder",
-        "string",
-        "holderIdentity contains the identity of the holder of a current lease.",
-    ),
+    Column::new("Holder", "string", "holderIdentity contains the identity of the holder of a current lease."),
     Column::age(),
 ];
 
@@ -481,17 +412,12 @@ fn bool_at(v: &Value, pointer: &str) -> bool {
 }
 
 fn arr_at<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
-    get(v, pointer)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    get(v, pointer).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
 fn time_at(v: &Value, pointer: &str) -> Option<DateTime<Utc>> {
     let s = get(v, pointer)?.as_str()?;
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
 fn or_default<'a>(s: &'a str, default: &'a str) -> &'a str {
@@ -520,9 +446,7 @@ fn age(obj: &Value, now: DateTime<Utc>) -> Value {
 
 /// `replicas` of a spec, defaulted to 1 as the API server stores it.
 fn desired_replicas(obj: &Value) -> i64 {
-    get(obj, "/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
+    get(obj, "/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
 }
 
 /// `k=v` pairs sorted by key and joined with `,`; `<none>` when empty
@@ -531,10 +455,7 @@ fn format_labels(map: Option<&Value>) -> String {
     let Some(map) = map.and_then(Value::as_object).filter(|m| !m.is_empty()) else {
         return "<none>".to_string();
     };
-    let mut pairs: Vec<String> = map
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-        .collect();
+    let mut pairs: Vec<String> = map.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
     pairs.sort();
     pairs.join(",")
 }
@@ -554,10 +475,7 @@ fn label_selector_string(selector: Option<&Value>) -> Option<String> {
     }
     for expr in arr_at(selector, "/matchExpressions") {
         let key = str_at(expr, "/key");
-        let mut values: Vec<&str> = arr_at(expr, "/values")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let mut values: Vec<&str> = arr_at(expr, "/values").iter().filter_map(Value::as_str).collect();
         values.sort_unstable();
         let text = match str_at(expr, "/operator") {
             "In" | "NotIn" if values.is_empty() => return None,
@@ -571,13 +489,7 @@ fn label_selector_string(selector: Option<&Value>) -> Option<String> {
         requirements.push((key.to_string(), text));
     }
     requirements.sort_by(|a, b| a.0.cmp(&b.0));
-    Some(
-        requirements
-            .into_iter()
-            .map(|(_, text)| text)
-            .collect::<Vec<_>>()
-            .join(","),
-    )
+    Some(requirements.into_iter().map(|(_, text)| text).collect::<Vec<_>>().join(","))
 }
 
 /// `metav1.FormatLabelSelector`: `<none>` for an empty or absent selector.
@@ -637,11 +549,7 @@ fn join_host_port(host: &str, port: i64) -> String {
 // The printers.
 
 fn namespace_cells(obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    vec![
-        name(obj),
-        Value::from(or_default(str_at(obj, "/status/phase"), "Active")),
-        age(obj, now),
-    ]
+    vec![name(obj), Value::from(or_default(str_at(obj, "/status/phase"), "Active")), age(obj, now)]
 }
 
 /// What the READY, STATUS and RESTARTS columns of a pod summarise.
@@ -669,9 +577,7 @@ fn first_condition_true(pod: &Value, type_: &str) -> bool {
 
 /// Whether any condition of this type is true.
 fn any_condition_true(pod: &Value, type_: &str) -> bool {
-    arr_at(pod, "/status/conditions")
-        .iter()
-        .any(|c| str_at(c, "/type") == type_ && str_at(c, "/status") == "True")
+    arr_at(pod, "/status/conditions").iter().any(|c| str_at(c, "/type") == type_ && str_at(c, "/status") == "True")
 }
 
 fn later(latest: &mut Option<DateTime<Utc>>, t: Option<DateTime<Utc>>) {
@@ -695,13 +601,9 @@ fn pod_summary(pod: &Value) -> PodSummary {
     let init_specs = arr_at(pod, "/spec/initContainers");
     let mut summary = PodSummary {
         ready: 0,
-        total: arr_at(pod, "/spec/containers").len()
-            + init_specs.iter().filter(|c| is_sidecar(c)).count(),
-        reason: or_default(
-            str_at(pod, "/status/reason"),
-            or_default(str_at(pod, "/status/phase"), "Pending"),
-        )
-        .to_string(),
+        total: arr_at(pod, "/spec/containers").len() + init_specs.iter().filter(|c| is_sidecar(c)).count(),
+        reason: or_default(str_at(pod, "/status/reason"), or_default(str_at(pod, "/status/phase"), "Pending"))
+            .to_string(),
         restarts: 0,
         last_restart: None,
     };
@@ -715,18 +617,12 @@ fn pod_summary(pod: &Value) -> PodSummary {
     let mut sidecar_restarts = 0;
     let mut last_sidecar_restart = None;
     let mut initializing = false;
-    for (i, status) in arr_at(pod, "/status/initContainerStatuses")
-        .iter()
-        .enumerate()
-    {
+    for (i, status) in arr_at(pod, "/status/initContainerStatuses").iter().enumerate() {
         let restarts = int_at(status, "/restartCount");
         let finished = time_at(status, "/lastState/terminated/finishedAt");
         summary.restarts += restarts;
         later(&mut summary.last_restart, finished);
-        let sidecar = init_specs
-            .iter()
-            .find(|c| str_at(c, "/name") == str_at(status, "/name"))
-            .is_some_and(is_sidecar);
+        let sidecar = init_specs.iter().find(|c| str_at(c, "/name") == str_at(status, "/name")).is_some_and(is_sidecar);
         if sidecar {
             sidecar_restarts += restarts;
             later(&mut last_sidecar_restart, finished);
@@ -760,10 +656,7 @@ fn pod_summary(pod: &Value) -> PodSummary {
         // Backwards, so that the first container with a reason gives it.
         for status in arr_at(pod, "/status/containerStatuses").iter().rev() {
             summary.restarts += int_at(status, "/restartCount");
-            later(
-                &mut summary.last_restart,
-                time_at(status, "/lastState/terminated/finishedAt"),
-            );
+            later(&mut summary.last_restart, time_at(status, "/lastState/terminated/finishedAt"));
             let waiting_reason = str_at(status, "/state/waiting/reason");
             if !waiting_reason.is_empty() {
                 summary.reason = waiting_reason.to_string();
@@ -776,12 +669,7 @@ fn pod_summary(pod: &Value) -> PodSummary {
         }
         // A pod whose first container completed but another still runs.
         if summary.reason == "Completed" && has_running {
-            summary.reason = if any_condition_true(pod, "Ready") {
-                "Running"
-            } else {
-                "NotReady"
-            }
-            .to_string();
+            summary.reason = if any_condition_true(pod, "Ready") { "Running" } else { "NotReady" }.to_string();
         }
     }
 
@@ -800,10 +688,7 @@ fn pod_summary(pod: &Value) -> PodSummary {
 fn pod_ip(pod: &Value) -> &str {
     or_default(
         str_at(pod, "/status/podIP"),
-        arr_at(pod, "/status/podIPs")
-            .first()
-            .map(|ip| str_at(ip, "/ip"))
-            .unwrap_or(""),
+        arr_at(pod, "/status/podIPs").first().map(|ip| str_at(ip, "/ip")).unwrap_or(""),
     )
 }
 
@@ -841,19 +726,13 @@ fn pod_cells(pod: &Value, now: DateTime<Utc>) -> Vec<Value> {
         age(pod, now),
         Value::from(or_default(pod_ip(pod), "<none>")),
         Value::from(or_default(str_at(pod, "/spec/nodeName"), "<none>")),
-        Value::from(or_default(
-            str_at(pod, "/status/nominatedNodeName"),
-            "<none>",
-        )),
+        Value::from(or_default(str_at(pod, "/status/nominatedNodeName"), "<none>")),
         Value::from(readiness_gates(pod)),
     ]
 }
 
 fn service_external_ip(svc: &Value, type_: &str) -> String {
-    let external_ips: Vec<&str> = arr_at(svc, "/spec/externalIPs")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let external_ips: Vec<&str> = arr_at(svc, "/spec/externalIPs").iter().filter_map(Value::as_str).collect();
     match type_ {
         "ClusterIP" | "NodePort" if external_ips.is_empty() => "<none>".to_string(),
         "ClusterIP" | "NodePort" => external_ips.join(","),
@@ -895,10 +774,7 @@ fn service_cells(svc: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let type_ = or_default(str_at(svc, "/spec/type"), "ClusterIP");
     // `clusterIP` wins over `clusterIPs`, as in Kubernetes' conversion.
     let cluster_ip = match str_at(svc, "/spec/clusterIP") {
-        "" => arr_at(svc, "/spec/clusterIPs")
-            .first()
-            .map(|ip| ip.as_str().unwrap_or(""))
-            .unwrap_or("<none>"),
+        "" => arr_at(svc, "/spec/clusterIPs").first().map(|ip| ip.as_str().unwrap_or("")).unwrap_or("<none>"),
         ip => ip,
     };
     vec![
@@ -928,23 +804,13 @@ fn format_endpoints(ep: &Value) -> String {
         if ports.is_empty() {
             // A headless service may have no ports.
             count += addresses.len();
-            shown.extend(
-                addresses
-                    .iter()
-                    .map(|a| str_at(a, "/ip").to_string())
-                    .take(MAX - shown.len()),
-            );
+            shown.extend(addresses.iter().map(|a| str_at(a, "/ip").to_string()).take(MAX - shown.len()));
             continue;
         }
         for port in ports {
             count += addresses.len();
             let port = int_at(port, "/port");
-            shown.extend(
-                addresses
-                    .iter()
-                    .map(|a| join_host_port(str_at(a, "/ip"), port))
-                    .take(MAX - shown.len()),
-            );
+            shown.extend(addresses.iter().map(|a| join_host_port(str_at(a, "/ip"), port)).take(MAX - shown.len()));
         }
     }
     let joined = shown.join(",");
@@ -960,9 +826,7 @@ fn endpoints_cells(ep: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 fn map_len(v: &Value, pointer: &str) -> usize {
-    get(v, pointer)
-        .and_then(Value::as_object)
-        .map_or(0, |m| m.len())
+    get(v, pointer).and_then(Value::as_object).map_or(0, |m| m.len())
 }
 
 fn secret_cells(secret: &Value, now: DateTime<Utc>) -> Vec<Value> {
@@ -975,20 +839,13 @@ fn secret_cells(secret: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 fn configmap_cells(cm: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    vec![
-        name(cm),
-        Value::from(map_len(cm, "/data") + map_len(cm, "/binaryData")),
-        age(cm, now),
-    ]
+    vec![name(cm), Value::from(map_len(cm, "/data") + map_len(cm, "/binaryData")), age(cm, now)]
 }
 
 /// `Ready`, `NotReady` or `Unknown` (no Ready condition), then
 /// `,SchedulingDisabled` for a cordoned node.
 fn node_status(node: &Value) -> String {
-    let ready = arr_at(node, "/status/conditions")
-        .iter()
-        .rev()
-        .find(|c| str_at(c, "/type") == "Ready");
+    let ready = arr_at(node, "/status/conditions").iter().rev().find(|c| str_at(c, "/type") == "Ready");
     let mut status = match ready {
         Some(c) if str_at(c, "/status") == "True" => "Ready".to_string(),
         Some(_) => "NotReady".to_string(),
@@ -1033,12 +890,7 @@ fn node_address(node: &Value, type_: &str) -> String {
 }
 
 fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let info = |field: &str| {
-        Value::from(or_default(
-            str_at(node, &format!("/status/nodeInfo/{field}")),
-            "<unknown>",
-        ))
-    };
+    let info = |field: &str| Value::from(or_default(str_at(node, &format!("/status/nodeInfo/{field}")), "<unknown>"));
     vec![
         name(node),
         Value::from(node_status(node)),
@@ -1054,10 +906,7 @@ fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 fn event_cells(ev: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let first_seen = since(
-        time_at(ev, "/firstTimestamp").or_else(|| time_at(ev, "/eventTime")),
-        now,
-    );
+    let first_seen = since(time_at(ev, "/firstTimestamp").or_else(|| time_at(ev, "/eventTime")), now);
     let mut last_seen = match time_at(ev, "/lastTimestamp") {
         Some(t) => since(Some(t), now),
         None => first_seen.clone(),
@@ -1075,10 +924,7 @@ fn event_cells(ev: &Value, now: DateTime<Utc>) -> Vec<Value> {
         "" => kind,
         name => format!("{kind}/{name}"),
     };
-    let component = or_default(
-        str_at(ev, "/source/component"),
-        str_at(ev, "/reportingComponent"),
-    );
+    let component = or_default(str_at(ev, "/source/component"), str_at(ev, "/reportingComponent"));
     let source = match or_default(str_at(ev, "/source/host"), str_at(ev, "/reportingInstance")) {
         "" => component.to_string(),
         host => format!("{component}, {host}"),
@@ -1099,15 +945,10 @@ fn event_cells(ev: &Value, now: DateTime<Utc>) -> Vec<Value> {
 
 fn deployment_cells(deploy: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let (containers, images) = container_cells(deploy);
-    let selector = label_selector_string(get(deploy, "/spec/selector"))
-        .unwrap_or_else(|| "<invalid>".to_string());
+    let selector = label_selector_string(get(deploy, "/spec/selector")).unwrap_or_else(|| "<invalid>".to_string());
     vec![
         name(deploy),
-        Value::from(format!(
-            "{}/{}",
-            int_at(deploy, "/status/readyReplicas"),
-            desired_replicas(deploy)
-        )),
+        Value::from(format!("{}/{}", int_at(deploy, "/status/readyReplicas"), desired_replicas(deploy))),
         Value::from(int_at(deploy, "/status/updatedReplicas")),
         Value::from(int_at(deploy, "/status/availableReplicas")),
         age(deploy, now),
@@ -1155,11 +996,7 @@ fn ingress_hosts(ing: &Value) -> String {
 }
 
 fn ingress_cells(ing: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let ports = if arr_at(ing, "/spec/tls").is_empty() {
-        "80"
-    } else {
-        "80, 443"
-    };
+    let ports = if arr_at(ing, "/spec/tls").is_empty() { "80" } else { "80, 443" };
     vec![
         name(ing),
         Value::from(or_default(str_at(ing, "/spec/ingressClassName"), "<none>")),
@@ -1181,26 +1018,16 @@ fn ingressclass_cells(class: &Value, now: DateTime<Utc>) -> Vec<Value> {
             format!("{kind}/{}", str_at(p, "/name"))
         }
     };
-    vec![
-        name(class),
-        Value::from(str_at(class, "/spec/controller")),
-        Value::from(parameters),
-        age(class, now),
-    ]
+    vec![name(class), Value::from(str_at(class, "/spec/controller")), Value::from(parameters), age(class, now)]
 }
 
 fn endpointslice_cells(slice: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let ports: Vec<String> = arr_at(slice, "/ports")
         .iter()
-        .map(|p| {
-            match (
-                get(p, "/port").and_then(Value::as_i64),
-                get(p, "/name").and_then(Value::as_str),
-            ) {
-                (Some(port), _) => port.to_string(),
-                (None, Some(name)) => name.to_string(),
-                (None, None) => "*".to_string(),
-            }
+        .map(|p| match (get(p, "/port").and_then(Value::as_i64), get(p, "/name").and_then(Value::as_str)) {
+            (Some(port), _) => port.to_string(),
+            (None, Some(name)) => name.to_string(),
+            (None, None) => "*".to_string(),
         })
         .collect();
     let addresses: Vec<String> = arr_at(slice, "/endpoints")
@@ -1218,19 +1045,13 @@ fn endpointslice_cells(slice: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 fn lease_cells(lease: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    vec![
-        name(lease),
-        Value::from(str_at(lease, "/spec/holderIdentity")),
-        age(lease, now),
-    ]
+    vec![name(lease), Value::from(str_at(lease, "/spec/holderIdentity")), age(lease, now)]
 }
 
 /// The name and creation time in RFC 3339 (Go's zero time when unset).
 fn default_cells(obj: &Value, _now: DateTime<Utc>) -> Vec<Value> {
-    let created = time_at(obj, "/metadata/creationTimestamp").map_or_else(
-        || "0001-01-01T00:00:00Z".to_string(),
-        |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
-    );
+    let created = time_at(obj, "/metadata/creationTimestamp")
+        .map_or_else(|| "0001-01-01T00:00:00Z".to_string(), |t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
     vec![name(obj), Value::from(created)]
 }
 
@@ -1241,9 +1062,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0)
-            .single()
-            .expect("valid date")
+        Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).single().expect("valid date")
     }
 
     /// The timestamp `d` before now, as the API server stores it.
@@ -1252,20 +1071,13 @@ mod tests {
     }
 
     fn rt(kind: &str) -> &'static ResourceType {
-        catalogue::all()
-            .iter()
-            .find(|r| r.kind == kind)
-            .expect("kind in catalogue")
+        catalogue::all().iter().find(|r| r.kind == kind).expect("kind in catalogue")
     }
 
     /// The row as kubectl would get it, checked against the columns.
     fn row(kind: &str, obj: Value) -> Vec<Value> {
         let cells = cells(rt(kind), &obj, now());
-        assert_eq!(
-            cells.len(),
-            columns(rt(kind)).len(),
-            "{kind}: one cell per column"
-        );
+        assert_eq!(cells.len(), columns(rt(kind)).len(), "{kind}: one cell per column");
         cells
     }
 
@@ -1275,11 +1087,7 @@ mod tests {
     }
 
     fn names(kind: &str, priority: i32) -> Vec<&'static str> {
-        columns(rt(kind))
-            .iter()
-            .filter(|c| c.priority == priority)
-            .map(|c| c.name)
-            .collect()
+        columns(rt(kind)).iter().filter(|c| c.priority == priority).map(|c| c.name).collect()
     }
 
     #[test]
@@ -1332,33 +1140,10 @@ mod tests {
     fn every_kind_prints_one_cell_per_column_even_for_an_empty_object() {
         for rt in catalogue::all() {
             let cols = columns(rt);
-            assert_eq!(
-                cols[0].name,
-                if rt.kind == "Event" {
-                    "Last Seen"
-                } else {
-                    "Name"
-                },
-                "{}",
-                rt.kind
-            );
-            assert_eq!(
-                cols.iter().filter(|c| c.format == "name").count(),
-                1,
-                "{}",
-                rt.kind
-            );
-            assert!(
-                !std::ptr::eq(printer(rt).columns, DEFAULT_COLUMNS),
-                "{} has its own printer",
-                rt.kind
-            );
-            assert_eq!(
-                cells(rt, &json!({}), now()).len(),
-                cols.len(),
-                "{}",
-                rt.kind
-            );
+            assert_eq!(cols[0].name, if rt.kind == "Event" { "Last Seen" } else { "Name" }, "{}", rt.kind);
+            assert_eq!(cols.iter().filter(|c| c.format == "name").count(), 1, "{}", rt.kind);
+            assert!(!std::ptr::eq(printer(rt).columns, DEFAULT_COLUMNS), "{} has its own printer", rt.kind);
+            assert_eq!(cells(rt, &json!({}), now()).len(), cols.len(), "{}", rt.kind);
         }
     }
 
@@ -1371,62 +1156,25 @@ mod tests {
                 &["Name", "Ready", "Status", "Restarts", "Age"],
                 &["IP", "Node", "Nominated Node", "Readiness Gates"],
             ),
-            (
-                "Service",
-                &[
-                    "Name",
-                    "Type",
-                    "Cluster-IP",
-                    "External-IP",
-                    "Port(s)",
-                    "Age",
-                ],
-                &["Selector"],
-            ),
+            ("Service", &["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age"], &["Selector"]),
             ("Endpoints", &["Name", "Endpoints", "Age"], &[]),
             ("Secret", &["Name", "Type", "Data", "Age"], &[]),
             ("ConfigMap", &["Name", "Data", "Age"], &[]),
             (
                 "Node",
                 &["Name", "Status", "Roles", "Age", "Version"],
-                &[
-                    "Internal-IP",
-                    "External-IP",
-                    "OS-Image",
-                    "Kernel-Version",
-                    "Container-Runtime",
-                ],
+                &["Internal-IP", "External-IP", "OS-Image", "Kernel-Version", "Container-Runtime"],
             ),
             (
                 "Event",
                 &["Last Seen", "Type", "Reason", "Object", "Message"],
                 &["Subobject", "Source", "First Seen", "Count", "Name"],
             ),
-            (
-                "Deployment",
-                &["Name", "Ready", "Up-to-date", "Available", "Age"],
-                &["Containers", "Images", "Selector"],
-            ),
-            (
-                "ReplicaSet",
-                &["Name", "Desired", "Current", "Ready", "Age"],
-                &["Containers", "Images", "Selector"],
-            ),
-            (
-                "Ingress",
-                &["Name", "Class", "Hosts", "Address", "Ports", "Age"],
-                &[],
-            ),
-            (
-                "IngressClass",
-                &["Name", "Controller", "Parameters", "Age"],
-                &[],
-            ),
-            (
-                "EndpointSlice",
-                &["Name", "AddressType", "Ports", "Endpoints", "Age"],
-                &[],
-            ),
+            ("Deployment", &["Name", "Ready", "Up-to-date", "Available", "Age"], &["Containers", "Images", "Selector"]),
+            ("ReplicaSet", &["Name", "Desired", "Current", "Ready", "Age"], &["Containers", "Images", "Selector"]),
+            ("Ingress", &["Name", "Class", "Hosts", "Address", "Ports", "Age"], &[]),
+            ("IngressClass", &["Name", "Controller", "Parameters", "Age"], &[]),
+            ("EndpointSlice", &["Name", "AddressType", "Ports", "Endpoints", "Age"], &[]),
             ("Lease", &["Name", "Holder", "Age"], &[]),
         ];
         for (kind, always, wide) in cases {
@@ -1437,18 +1185,7 @@ mod tests {
         let events: Vec<_> = columns(rt("Event")).iter().map(|c| c.name).collect();
         assert_eq!(
             events,
-            [
-                "Last Seen",
-                "Type",
-                "Reason",
-                "Object",
-                "Subobject",
-                "Source",
-                "Message",
-                "First Seen",
-                "Count",
-                "Name"
-            ]
+            ["Last Seen", "Type", "Reason", "Object", "Subobject", "Source", "Message", "First Seen", "Count", "Name"]
         );
     }
 
@@ -1460,9 +1197,7 @@ mod tests {
         assert_eq!(defs[0]["type"], "string");
         assert_eq!(defs[0]["format"], "name");
         assert_eq!(defs[0]["priority"], 0);
-        assert!(defs[0]["description"]
-            .as_str()
-            .is_some_and(|d| !d.is_empty()));
+        assert!(defs[0]["description"].as_str().is_some_and(|d| !d.is_empty()));
         assert_eq!(defs[6]["name"], "Selector");
         assert_eq!(defs[6]["format"], "");
         assert_eq!(defs[6]["priority"], 1);
@@ -1472,22 +1207,14 @@ mod tests {
 
     #[test]
     fn a_kind_without_a_printer_gets_name_and_created_at() {
-        let widget = ResourceType {
-            kind: "Widget",
-            plural: "widgets",
-            group: "example.com",
-            ..*rt("Lease")
-        };
+        let widget = ResourceType { kind: "Widget", plural: "widgets", group: "example.com", ..*rt("Lease") };
         let cols = columns(&widget);
         assert_eq!(
             cols.iter().map(|c| (c.name, c.type_)).collect::<Vec<_>>(),
             [("Name", "string"), ("Created At", "date")]
         );
         let obj = json!({"metadata": {"name": "w", "creationTimestamp": "2025-05-01T10:00:00Z"}});
-        assert_eq!(
-            cells(&widget, &obj, now()),
-            [json!("w"), json!("2025-05-01T10:00:00Z")]
-        );
+        assert_eq!(cells(&widget, &obj, now()), [json!("w"), json!("2025-05-01T10:00:00Z")]);
     }
 
     #[test]
@@ -1498,10 +1225,7 @@ mod tests {
         let gone = json!({"metadata": {"name": "old", "creationTimestamp": ago(Duration::minutes(5))},
                           "status": {"phase": "Terminating"}});
         assert_eq!(full("Namespace", gone), json!(["old", "Terminating", "5m"]));
-        assert_eq!(
-            full("Namespace", json!({"metadata": {"name": "x"}})),
-            json!(["x", "Active", "<unknown>"])
-        );
+        assert_eq!(full("Namespace", json!({"metadata": {"name": "x"}})), json!(["x", "Active", "<unknown>"]));
     }
 
     fn pod(spec: Value, status: Value) -> Value {
@@ -1523,17 +1247,7 @@ mod tests {
         );
         assert_eq!(
             full("Pod", p),
-            json!([
-                "web-1",
-                "0/1",
-                "ContainerCreating",
-                "0",
-                "5s",
-                "<none>",
-                "node-1",
-                "<none>",
-                "<none>"
-            ])
+            json!(["web-1", "0/1", "ContainerCreating", "0", "5s", "<none>", "node-1", "<none>", "<none>"])
         );
     }
 
@@ -1550,17 +1264,7 @@ mod tests {
                      "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": ago(Duration::minutes(5))}}}]}});
         assert_eq!(
             full("Pod", p),
-            json!([
-                "web-1",
-                "2/2",
-                "Running",
-                "5 (5m ago)",
-                "3d",
-                "10.244.1.7",
-                "node-1",
-                "<none>",
-                "<none>"
-            ])
+            json!(["web-1", "2/2", "Running", "5 (5m ago)", "3d", "10.244.1.7", "node-1", "<none>", "<none>"])
         );
     }
 
@@ -1597,10 +1301,7 @@ mod tests {
             json!({"phase": "Succeeded", "containerStatuses": [{"name": "web", "ready": false, "restartCount": 0,
                    "state": {"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": ago(Duration::seconds(2))}}}]}),
         );
-        assert_eq!(
-            row("Pod", done.clone())[1..4],
-            [json!("0/1"), json!("Completed"), json!("0")]
-        );
+        assert_eq!(row("Pod", done.clone())[1..4], [json!("0/1"), json!("Completed"), json!("0")]);
         let failed = pod(
             one_container(),
             json!({"phase": "Failed", "containerStatuses": [{"name": "web", "ready": false, "restartCount": 0,
@@ -1652,20 +1353,14 @@ mod tests {
         );
         p["metadata"]["deletionTimestamp"] = json!(ago(Duration::seconds(1)));
         p["metadata"]["deletionGracePeriodSeconds"] = json!(30);
-        assert_eq!(
-            row("Pod", p.clone())[1..3],
-            [json!("1/1"), json!("Terminating")]
-        );
+        assert_eq!(row("Pod", p.clone())[1..3], [json!("1/1"), json!("Terminating")]);
         p["status"]["reason"] = json!("NodeLost");
         assert_eq!(row("Pod", p)[2], "Unknown");
     }
 
     #[test]
     fn pod_pending_and_gated() {
-        let p = pod(
-            json!({"containers": [{"name": "web"}]}),
-            json!({"phase": "Pending"}),
-        );
+        let p = pod(json!({"containers": [{"name": "web"}]}), json!({"phase": "Pending"}));
         assert_eq!(
             full("Pod", p),
             json!(["web-1", "0/1", "Pending", "0", "5s", "<none>", "<none>", "<none>", "<none>"])
@@ -1675,10 +1370,7 @@ mod tests {
             json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}),
         );
         assert_eq!(row("Pod", gated)[2], "SchedulingGated");
-        let evicted = pod(
-            one_container(),
-            json!({"phase": "Failed", "reason": "Evicted"}),
-        );
+        let evicted = pod(one_container(), json!({"phase": "Failed", "reason": "Evicted"}));
         assert_eq!(row("Pod", evicted)[2], "Evicted");
     }
 
@@ -1693,10 +1385,7 @@ mod tests {
                                              {"name": "seed", "ready": false, "restartCount": 0, "state": waiting}],
                    "containerStatuses": [{"name": "web", "ready": false, "restartCount": 0, "state": waiting}]}),
         );
-        assert_eq!(
-            row("Pod", running)[1..4],
-            [json!("0/1"), json!("Init:0/2"), json!("0")]
-        );
+        assert_eq!(row("Pod", running)[1..4], [json!("0/1"), json!("Init:0/2"), json!("0")]);
         let second = pod(
             spec.clone(),
             json!({"phase": "Pending",
@@ -1713,10 +1402,7 @@ mod tests {
                        {"name": "seed", "state": waiting}],
                    "containerStatuses": [{"name": "web", "state": waiting}]}),
         );
-        assert_eq!(
-            row("Pod", crashing)[2..4],
-            [json!("Init:CrashLoopBackOff"), json!("3 (30s ago)")]
-        );
+        assert_eq!(row("Pod", crashing)[2..4], [json!("Init:CrashLoopBackOff"), json!("3 (30s ago)")]);
         let failed = pod(
             spec,
             json!({"phase": "Pending",
@@ -1735,10 +1421,7 @@ mod tests {
                        "state": {"running": {}}, "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(Duration::hours(2))}}}],
                    "containerStatuses": [{"name": "web", "ready": true, "restartCount": 0, "state": {"running": {}}}]}),
         );
-        assert_eq!(
-            row("Pod", p)[1..4],
-            [json!("2/2"), json!("Running"), json!("1 (120m ago)")]
-        );
+        assert_eq!(row("Pod", p)[1..4], [json!("2/2"), json!("Running"), json!("1 (120m ago)")]);
     }
 
     #[test]
@@ -1767,15 +1450,7 @@ mod tests {
         );
         assert_eq!(
             full("Service", kubernetes),
-            json!([
-                "web",
-                "ClusterIP",
-                "10.96.0.1",
-                "<none>",
-                "443/TCP",
-                "3d",
-                "<none>"
-            ])
+            json!(["web", "ClusterIP", "10.96.0.1", "<none>", "443/TCP", "3d", "<none>"])
         );
         let node_port = service(
             json!({"type": "NodePort", "clusterIP": "10.96.0.14",
@@ -1785,28 +1460,13 @@ mod tests {
         );
         assert_eq!(
             full("Service", node_port),
-            json!([
-                "web",
-                "NodePort",
-                "10.96.0.14",
-                "<none>",
-                "80:32213/TCP,53/UDP",
-                "3d",
-                "app=web,tier=fe"
-            ])
+            json!(["web", "NodePort", "10.96.0.14", "<none>", "80:32213/TCP,53/UDP", "3d", "app=web,tier=fe"])
         );
-        let headless = service(
-            json!({"clusterIP": "None", "ports": [{"port": 80}], "selector": {"app": "db"}}),
-            json!({}),
-        );
+        let headless =
+            service(json!({"clusterIP": "None", "ports": [{"port": 80}], "selector": {"app": "db"}}), json!({}));
         assert_eq!(
             row("Service", headless)[1..5],
-            [
-                json!("ClusterIP"),
-                json!("None"),
-                json!("<none>"),
-                json!("80/TCP")
-            ]
+            [json!("ClusterIP"), json!("None"), json!("<none>"), json!("80/TCP")]
         );
         let with_external = service(
             json!({"type": "ClusterIP", "clusterIP": "10.96.0.20", "externalIPs": ["192.0.2.1", "192.0.2.2"], "ports": [{"port": 80}]}),
@@ -1821,10 +1481,7 @@ mod tests {
             json!({"type": "LoadBalancer", "clusterIP": "10.96.0.30", "ports": [{"port": 80, "nodePort": 31000, "protocol": "TCP"}]}),
             json!({"loadBalancer": {}}),
         );
-        assert_eq!(
-            row("Service", pending)[3..5],
-            [json!("<pending>"), json!("80:31000/TCP")]
-        );
+        assert_eq!(row("Service", pending)[3..5], [json!("<pending>"), json!("80:31000/TCP")]);
         let ready = service(
             json!({"type": "LoadBalancer", "clusterIP": "10.96.0.30", "ports": [{"port": 80, "nodePort": 31000}]}),
             json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}, {"hostname": "lb.example.com"}, {"ip": "203.0.113.10"}]}}),
@@ -1836,53 +1493,30 @@ mod tests {
             json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}),
         );
         assert_eq!(row("Service", both)[3], "203.0.113.10,192.0.2.9");
-        let external = service(
-            json!({"type": "ExternalName", "externalName": "db.example.com"}),
-            json!({}),
-        );
+        let external = service(json!({"type": "ExternalName", "externalName": "db.example.com"}), json!({}));
         assert_eq!(
             full("Service", external),
-            json!([
-                "web",
-                "ExternalName",
-                "<none>",
-                "db.example.com",
-                "<none>",
-                "3d",
-                "<none>"
-            ])
+            json!(["web", "ExternalName", "<none>", "db.example.com", "<none>", "3d", "<none>"])
         );
     }
 
     #[test]
     fn endpoints() {
-        let addresses: Vec<Value> = (1..=5)
-            .map(|i| json!({"ip": format!("10.244.0.{i}")}))
-            .collect();
+        let addresses: Vec<Value> = (1..=5).map(|i| json!({"ip": format!("10.244.0.{i}")})).collect();
         let many = json!({"metadata": {"name": "web", "creationTimestamp": ago(Duration::hours(20))},
                           "subsets": [{"addresses": addresses, "ports": [{"port": 80, "protocol": "TCP"}]}]});
         assert_eq!(
             full("Endpoints", many),
-            json!([
-                "web",
-                "10.244.0.1:80,10.244.0.2:80,10.244.0.3:80 + 2 more...",
-                "20h"
-            ])
+            json!(["web", "10.244.0.1:80,10.244.0.2:80,10.244.0.3:80 + 2 more...", "20h"])
         );
         let two_ports = json!({"metadata": {"name": "web"},
             "subsets": [{"addresses": [{"ip": "10.244.0.1"}, {"ip": "10.244.0.2"}],
                          "notReadyAddresses": [{"ip": "10.244.0.9"}],
                          "ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}]});
-        assert_eq!(
-            row("Endpoints", two_ports)[1],
-            "10.244.0.1:80,10.244.0.2:80,10.244.0.1:443 + 1 more..."
-        );
+        assert_eq!(row("Endpoints", two_ports)[1], "10.244.0.1:80,10.244.0.2:80,10.244.0.1:443 + 1 more...");
         let exactly_three = json!({"subsets": [{"addresses": [{"ip": "fd00::1"}, {"ip": "fd00::2"}, {"ip": "fd00::3"}],
                                                 "ports": [{"port": 8080}]}]});
-        assert_eq!(
-            row("Endpoints", exactly_three)[1],
-            "[fd00::1]:8080,[fd00::2]:8080,[fd00::3]:8080"
-        );
+        assert_eq!(row("Endpoints", exactly_three)[1], "[fd00::1]:8080,[fd00::2]:8080,[fd00::3]:8080");
         let headless = json!({"subsets": [{"addresses": [{"ip": "10.244.0.1"}]}]});
         assert_eq!(row("Endpoints", headless)[1], "10.244.0.1");
         let none = json!({"metadata": {"name": "web"}});
@@ -1896,10 +1530,7 @@ mod tests {
         assert_eq!(full("Secret", secret), json!(["db", "Opaque", 2, "10m"]));
         let tls = json!({"metadata": {"name": "tls"}, "type": "kubernetes.io/tls",
                          "data": {"tls.crt": "", "tls.key": ""}, "stringData": {"extra": "x"}});
-        assert_eq!(
-            row("Secret", tls)[1..3],
-            [json!("kubernetes.io/tls"), json!(2)]
-        );
+        assert_eq!(row("Secret", tls)[1..3], [json!("kubernetes.io/tls"), json!(2)]);
         let empty = json!({"metadata": {"name": "empty"}});
         assert_eq!(row("Secret", empty)[1..3], [json!("Opaque"), json!(0)]);
 
@@ -1955,14 +1586,10 @@ mod tests {
                 "<unknown>"
             ])
         );
-        let new =
-            json!({"metadata": {"name": "node-3", "labels": {"kubernetes.io/role": "master"}}});
+        let new = json!({"metadata": {"name": "node-3", "labels": {"kubernetes.io/role": "master"}}});
         assert_eq!(row("Node", new)[1..3], [json!("Unknown"), json!("master")]);
         let bare = json!({"metadata": {"name": "node-4"}, "spec": {"unschedulable": true}});
-        assert_eq!(
-            row("Node", bare)[1..3],
-            [json!("Unknown,SchedulingDisabled"), json!("<none>")]
-        );
+        assert_eq!(row("Node", bare)[1..3], [json!("Unknown,SchedulingDisabled"), json!("<none>")]);
     }
 
     #[test]
@@ -2048,16 +1675,7 @@ mod tests {
             "status": {"replicas": 3, "updatedReplicas": 3, "readyReplicas": 2, "availableReplicas": 2}});
         assert_eq!(
             full("Deployment", deploy),
-            json!([
-                "web",
-                "2/3",
-                3,
-                2,
-                "5m20s",
-                "web,log",
-                "nginx:1.27,busybox:1.36",
-                "app=web"
-            ])
+            json!(["web", "2/3", 3, 2, "5m20s", "web,log", "nginx:1.27,busybox:1.36", "app=web"])
         );
         let fresh = json!({"metadata": {"name": "api"},
             "spec": {"selector": {"matchLabels": {"app": "api"},
@@ -2068,21 +1686,11 @@ mod tests {
         // Requirements sort by key; `!` is not part of the key.
         assert_eq!(
             full("Deployment", fresh),
-            json!([
-                "api",
-                "0/1",
-                0,
-                0,
-                "<unknown>",
-                "api",
-                "api:2",
-                "app=api,!canary,env notin (dev),tier in (be,fe)"
-            ])
+            json!(["api", "0/1", 0, 0, "<unknown>", "api", "api:2", "app=api,!canary,env notin (dev),tier in (be,fe)"])
         );
         let scaled_to_zero = json!({"metadata": {"name": "idle"}, "spec": {"replicas": 0}});
         assert_eq!(row("Deployment", scaled_to_zero)[1], "0/0");
-        let invalid =
-            json!({"spec": {"selector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}});
+        let invalid = json!({"spec": {"selector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}});
         assert_eq!(row("Deployment", invalid)[7], "<invalid>");
     }
 
@@ -2094,22 +1702,10 @@ mod tests {
             "status": {"replicas": 3, "readyReplicas": 2, "availableReplicas": 2}});
         assert_eq!(
             full("ReplicaSet", rs),
-            json!([
-                "web-5d4f8b7c9d",
-                3,
-                3,
-                2,
-                "60m",
-                "web",
-                "nginx:1.27",
-                "app=web,pod-template-hash=5d4f8b7c9d"
-            ])
+            json!(["web-5d4f8b7c9d", 3, 3, 2, "60m", "web", "nginx:1.27", "app=web,pod-template-hash=5d4f8b7c9d"])
         );
         let old = json!({"metadata": {"name": "web-old"}, "spec": {"replicas": 0, "selector": {}}, "status": {"replicas": 0}});
-        assert_eq!(
-            full("ReplicaSet", old),
-            json!(["web-old", 0, 0, 0, "<unknown>", "", "", "<none>"])
-        );
+        assert_eq!(full("ReplicaSet", old), json!(["web-old", 0, 0, 0, "<unknown>", "", "", "<none>"]));
     }
 
     #[test]
@@ -2121,28 +1717,19 @@ mod tests {
             "status": {"loadBalancer": {"ingress": [{"ip": "192.168.49.2"}]}}});
         assert_eq!(
             full("Ingress", ing),
-            json!([
-                "web",
-                "nginx",
-                "foo.example.com,bar.example.com",
-                "192.168.49.2",
-                "80, 443",
-                "5h3m"
-            ])
+            json!(["web", "nginx", "foo.example.com,bar.example.com", "192.168.49.2", "80, 443", "5h3m"])
         );
         let bare = json!({"metadata": {"name": "catch-all", "creationTimestamp": ago(Duration::seconds(30))},
                           "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}});
-        assert_eq!(
-            full("Ingress", bare),
-            json!(["catch-all", "<none>", "*", "", "80", "30s"])
-        );
+        assert_eq!(full("Ingress", bare), json!(["catch-all", "<none>", "*", "", "80", "30s"]));
         let many = json!({"spec": {"rules": [{"host": "a.example"}, {"host": "b.example"}, {"host": "c.example"}, {"host": "d.example"}]},
                           "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}, {"ip": "10.0.0.1"}]}}});
         let cells = row("Ingress", many);
         assert_eq!(cells[2], "a.example,b.example,c.example + 1 more...");
         assert_eq!(cells[3], "10.0.0.1,lb.example.com");
         // A rule without a host is skipped without counting as "more".
-        let gaps = json!({"spec": {"rules": [{"host": "a.example"}, {}, {"host": "b.example"}, {"host": "c.example"}]}});
+        let gaps =
+            json!({"spec": {"rules": [{"host": "a.example"}, {}, {"host": "b.example"}, {"host": "c.example"}]}});
         assert_eq!(row("Ingress", gaps)[2], "a.example,b.example,c.example");
     }
 
@@ -2150,17 +1737,11 @@ mod tests {
     fn ingress_classes() {
         let class = json!({"metadata": {"name": "nginx", "creationTimestamp": ago(Duration::days(2))},
                            "spec": {"controller": "k8s.io/ingress-nginx"}});
-        assert_eq!(
-            full("IngressClass", class),
-            json!(["nginx", "k8s.io/ingress-nginx", "<none>", "2d"])
-        );
+        assert_eq!(full("IngressClass", class), json!(["nginx", "k8s.io/ingress-nginx", "<none>", "2d"]));
         let with_params = json!({"metadata": {"name": "external-lb"},
             "spec": {"controller": "example.com/ingress-controller",
                      "parameters": {"apiGroup": "k8s.example.com", "kind": "IngressParameters", "name": "external-lb"}}});
-        assert_eq!(
-            row("IngressClass", with_params)[2],
-            "IngressParameters.k8s.example.com/external-lb"
-        );
+        assert_eq!(row("IngressClass", with_params)[2], "IngressParameters.k8s.example.com/external-lb");
         let core_params = json!({"spec": {"parameters": {"kind": "ConfigMap", "name": "cfg", "scope": "Namespace", "namespace": "x"}}});
         assert_eq!(row("IngressClass", core_params)[2], "ConfigMap/cfg");
     }
@@ -2172,18 +1753,10 @@ mod tests {
             "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
             "endpoints": [{"addresses": ["10.244.0.5"], "conditions": {"ready": true}},
                           {"addresses": ["10.244.0.6"], "conditions": {"ready": false}}]});
-        assert_eq!(
-            full("EndpointSlice", slice),
-            json!(["web-abcde", "IPv4", "80", "10.244.0.5,10.244.0.6", "5m"])
-        );
+        assert_eq!(full("EndpointSlice", slice), json!(["web-abcde", "IPv4", "80", "10.244.0.5,10.244.0.6", "5m"]));
         let empty = json!({"metadata": {"name": "web-empty"}, "addressType": "IPv6", "ports": null, "endpoints": []});
-        assert_eq!(
-            row("EndpointSlice", empty)[1..4],
-            [json!("IPv6"), json!("<unset>"), json!("<unset>")]
-        );
-        let endpoints: Vec<Value> = (1..=5)
-            .map(|i| json!({"addresses": [format!("10.0.0.{i}")]}))
-            .collect();
+        assert_eq!(row("EndpointSlice", empty)[1..4], [json!("IPv6"), json!("<unset>"), json!("<unset>")]);
+        let endpoints: Vec<Value> = (1..=5).map(|i| json!({"addresses": [format!("10.0.0.{i}")]})).collect();
         let big = json!({"addressType": "IPv4",
             "ports": [{"port": 80}, {"name": "metrics"}, {}, {"port": 9090}],
             "endpoints": endpoints});
@@ -2198,9 +1771,6 @@ mod tests {
                            "spec": {"holderIdentity": "node-1", "leaseDurationSeconds": 40}});
         assert_eq!(full("Lease", lease), json!(["node-1", "node-1", "3d"]));
         let free = json!({"metadata": {"name": "skiff-scheduler"}, "spec": {}});
-        assert_eq!(
-            full("Lease", free),
-            json!(["skiff-scheduler", "", "<unknown>"])
-        );
+        assert_eq!(full("Lease", free), json!(["skiff-scheduler", "", "<unknown>"]));
     }
 }

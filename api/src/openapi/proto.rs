@@ -398,31 +398,19 @@ pub fn document(doc: &Value) -> Document {
         version: string(i, "version"),
         description: string(i, "description"),
     });
-    let paths = doc
-        .get("paths")
-        .and_then(Value::as_object)
-        .map(|paths| Paths {
-            vendor_extension: Vec::new(),
-            path: paths
-                .iter()
-                .map(|(name, item)| NamedPathItem {
-                    name: name.clone(),
-                    value: Some(path_item(item)),
-                })
-                .collect(),
-        });
-    let definitions = doc
-        .get("definitions")
-        .and_then(Value::as_object)
-        .map(|defs| Definitions {
-            additional_properties: defs
-                .iter()
-                .map(|(name, s)| NamedSchema {
-                    name: name.clone(),
-                    value: Some(schema(s)),
-                })
-                .collect(),
-        });
+    let paths = doc.get("paths").and_then(Value::as_object).map(|paths| Paths {
+        vendor_extension: Vec::new(),
+        path: paths
+            .iter()
+            .map(|(name, item)| NamedPathItem { name: name.clone(), value: Some(path_item(item)) })
+            .collect(),
+    });
+    let definitions = doc.get("definitions").and_then(Value::as_object).map(|defs| Definitions {
+        additional_properties: defs
+            .iter()
+            .map(|(name, s)| NamedSchema { name: name.clone(), value: Some(schema(s)) })
+            .collect(),
+    });
     Document {
         swagger: string(doc, "swagger"),
         info,
@@ -451,27 +439,24 @@ fn path_item(item: &Value) -> PathItem {
 }
 
 fn operation(op: &Value) -> Operation {
-    let responses = op
-        .get("responses")
-        .and_then(Value::as_object)
-        .map(|codes| Responses {
-            response_code: codes
-                .iter()
-                .map(|(code, r)| NamedResponseValue {
-                    name: code.clone(),
-                    value: Some(ResponseValue {
-                        oneof: Some(response_value::Oneof::Response(Response {
-                            description: string(r, "description"),
-                            schema: r.get("schema").map(|s| SchemaItem {
-                                oneof: Some(schema_item::Oneof::Schema(schema(s))),
-                            }),
-                            vendor_extension: extensions(r),
-                        })),
-                    }),
-                })
-                .collect(),
-            vendor_extension: Vec::new(),
-        });
+    let responses = op.get("responses").and_then(Value::as_object).map(|codes| Responses {
+        response_code: codes
+            .iter()
+            .map(|(code, r)| NamedResponseValue {
+                name: code.clone(),
+                value: Some(ResponseValue {
+                    oneof: Some(response_value::Oneof::Response(Response {
+                        description: string(r, "description"),
+                        schema: r
+                            .get("schema")
+                            .map(|s| SchemaItem { oneof: Some(schema_item::Oneof::Schema(schema(s))) }),
+                        vendor_extension: extensions(r),
+                    })),
+                }),
+            })
+            .collect(),
+        vendor_extension: Vec::new(),
+    });
     Operation {
         tags: strings(op, "tags"),
         summary: string(op, "summary"),
@@ -482,10 +467,7 @@ fn operation(op: &Value) -> Operation {
         parameters: parameters(op),
         responses,
         schemes: strings(op, "schemes"),
-        deprecated: op
-            .get("deprecated")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        deprecated: op.get("deprecated").and_then(Value::as_bool).unwrap_or(false),
         vendor_extension: extensions(op),
     }
 }
@@ -503,9 +485,7 @@ fn parameters(v: &Value) -> Vec<ParametersItem> {
                     description: String::new(),
                 })
             } else {
-                parameters_item::Oneof::Parameter(Parameter {
-                    oneof: Some(parameter(p)),
-                })
+                parameters_item::Oneof::Parameter(Parameter { oneof: Some(parameter(p)) })
             };
             ParametersItem { oneof: Some(oneof) }
         })
@@ -514,10 +494,7 @@ fn parameters(v: &Value) -> Vec<ParametersItem> {
 
 fn parameter(p: &Value) -> parameter::Oneof {
     let required = p.get("required").and_then(Value::as_bool).unwrap_or(false);
-    let unique_items = p
-        .get("uniqueItems")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let unique_items = p.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false);
     match p.get("in").and_then(Value::as_str) {
         Some("body") => parameter::Oneof::BodyParameter(BodyParameter {
             description: string(p, "description"),
@@ -528,33 +505,29 @@ fn parameter(p: &Value) -> parameter::Oneof {
             vendor_extension: extensions(p),
         }),
         Some("path") => parameter::Oneof::NonBodyParameter(NonBodyParameter {
-            oneof: Some(non_body_parameter::Oneof::PathParameterSubSchema(
-                PathParameterSubSchema {
-                    required,
-                    r#in: "path".into(),
-                    description: string(p, "description"),
-                    name: string(p, "name"),
-                    r#type: string(p, "type"),
-                    format: string(p, "format"),
-                    unique_items,
-                    vendor_extension: extensions(p),
-                },
-            )),
+            oneof: Some(non_body_parameter::Oneof::PathParameterSubSchema(PathParameterSubSchema {
+                required,
+                r#in: "path".into(),
+                description: string(p, "description"),
+                name: string(p, "name"),
+                r#type: string(p, "type"),
+                format: string(p, "format"),
+                unique_items,
+                vendor_extension: extensions(p),
+            })),
         }),
         // Every other parameter Skiff describes is in the query.
         _ => parameter::Oneof::NonBodyParameter(NonBodyParameter {
-            oneof: Some(non_body_parameter::Oneof::QueryParameterSubSchema(
-                QueryParameterSubSchema {
-                    required,
-                    r#in: "query".into(),
-                    description: string(p, "description"),
-                    name: string(p, "name"),
-                    r#type: string(p, "type"),
-                    format: string(p, "format"),
-                    unique_items,
-                    vendor_extension: extensions(p),
-                },
-            )),
+            oneof: Some(non_body_parameter::Oneof::QueryParameterSubSchema(QueryParameterSubSchema {
+                required,
+                r#in: "query".into(),
+                description: string(p, "description"),
+                name: string(p, "name"),
+                r#type: string(p, "type"),
+                format: string(p, "format"),
+                unique_items,
+                vendor_extension: extensions(p),
+            })),
         }),
     }
 }
@@ -564,48 +537,32 @@ fn schema(s: &Value) -> Schema {
         return Schema::default();
     };
     let additional_properties = match m.get("additionalProperties") {
-        Some(Value::Bool(b)) => Some(Box::new(AdditionalPropertiesItem {
-            oneof: Some(additional_properties_item::Oneof::Boolean(*b)),
-        })),
+        Some(Value::Bool(b)) => {
+            Some(Box::new(AdditionalPropertiesItem { oneof: Some(additional_properties_item::Oneof::Boolean(*b)) }))
+        }
         Some(v @ Value::Object(_)) => Some(Box::new(AdditionalPropertiesItem {
             oneof: Some(additional_properties_item::Oneof::Schema(schema(v))),
         })),
         _ => None,
     };
     let r#type = match m.get("type") {
-        Some(Value::String(t)) => Some(TypeItem {
-            value: vec![t.clone()],
-        }),
-        Some(Value::Array(ts)) => Some(TypeItem {
-            value: ts
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-        }),
+        Some(Value::String(t)) => Some(TypeItem { value: vec![t.clone()] }),
+        Some(Value::Array(ts)) => {
+            Some(TypeItem { value: ts.iter().filter_map(Value::as_str).map(str::to_string).collect() })
+        }
         _ => None,
     };
     let items = match m.get("items") {
-        Some(Value::Array(list)) => Some(ItemsItem {
-            schema: list.iter().map(schema).collect(),
-        }),
-        Some(one) => Some(ItemsItem {
-            schema: vec![schema(one)],
-        }),
+        Some(Value::Array(list)) => Some(ItemsItem { schema: list.iter().map(schema).collect() }),
+        Some(one) => Some(ItemsItem { schema: vec![schema(one)] }),
         None => None,
     };
-    let properties = m
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|props| Properties {
-            additional_properties: props
-                .iter()
-                .map(|(name, s)| NamedSchema {
-                    name: name.clone(),
-                    value: Some(schema(s)),
-                })
-                .collect(),
-        });
+    let properties = m.get("properties").and_then(Value::as_object).map(|props| Properties {
+        additional_properties: props
+            .iter()
+            .map(|(name, s)| NamedSchema { name: name.clone(), value: Some(schema(s)) })
+            .collect(),
+    });
     Schema {
         r#ref: string(s, "$ref"),
         format: string(s, "format"),
@@ -615,24 +572,13 @@ fn schema(s: &Value) -> Schema {
         maximum: m.get("maximum").and_then(Value::as_f64).unwrap_or(0.0),
         minimum: m.get("minimum").and_then(Value::as_f64).unwrap_or(0.0),
         pattern: string(s, "pattern"),
-        unique_items: m
-            .get("uniqueItems")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        unique_items: m.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false),
         required: strings(s, "required"),
-        r#enum: m
-            .get("enum")
-            .and_then(Value::as_array)
-            .map(|e| e.iter().map(any).collect())
-            .unwrap_or_default(),
+        r#enum: m.get("enum").and_then(Value::as_array).map(|e| e.iter().map(any).collect()).unwrap_or_default(),
         additional_properties,
         r#type,
         items,
-        all_of: m
-            .get("allOf")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(schema).collect())
-            .unwrap_or_default(),
+        all_of: m.get("allOf").and_then(Value::as_array).map(|a| a.iter().map(schema).collect()).unwrap_or_default(),
         properties,
         read_only: m.get("readOnly").and_then(Value::as_bool).unwrap_or(false),
         example: m.get("example").map(any),
@@ -647,36 +593,22 @@ fn extensions(v: &Value) -> Vec<NamedAny> {
     };
     m.iter()
         .filter(|(k, _)| k.starts_with("x-"))
-        .map(|(k, v)| NamedAny {
-            name: k.clone(),
-            value: Some(any(v)),
-        })
+        .map(|(k, v)| NamedAny { name: k.clone(), value: Some(any(v)) })
         .collect()
 }
 
 fn any(v: &Value) -> Any {
-    Any {
-        value: None,
-        yaml: format!("{v}\n"),
-    }
+    Any { value: None, yaml: format!("{v}\n") }
 }
 
 fn string(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 fn strings(v: &Value, key: &str) -> Vec<String> {
     v.get(key)
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default()
 }
 

@@ -33,9 +33,7 @@ fn resolve_v3<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
     }
     match schema.get("$ref").and_then(Value::as_str) {
         Some(r) => {
-            let name = r
-                .strip_prefix("#/components/schemas/")
-                .expect("components reference");
+            let name = r.strip_prefix("#/components/schemas/").expect("components reference");
             &doc["components"]["schemas"][name]
         }
         None => schema,
@@ -64,17 +62,14 @@ fn every_served_kind_has_a_v3_patch_with_field_validation() {
         for op in ops {
             let params = op["parameters"].as_array().expect("parameters");
             assert!(
-                params
-                    .iter()
-                    .any(|p| p["name"] == "fieldValidation" && p["in"] == "query"),
+                params.iter().any(|p| p["name"] == "fieldValidation" && p["in"] == "query"),
                 "{}: PATCH without fieldValidation",
                 rt.kind
             );
             let content = op["requestBody"]["content"].as_object().expect("content");
             for t in PATCH_CONTENT_TYPES {
                 assert_eq!(
-                    content[*t]["schema"]["$ref"],
-                    "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch",
+                    content[*t]["schema"]["$ref"], "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch",
                     "{}",
                     rt.kind
                 );
@@ -95,16 +90,9 @@ fn the_apps_document_describes_deployments() {
         patch["x-kubernetes-group-version-kind"],
         json!({"group": "apps", "kind": "Deployment", "version": "v1"})
     );
-    let names: Vec<&str> = patch["parameters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["name"].as_str())
-        .collect();
-    assert_eq!(
-        names,
-        ["dryRun", "fieldManager", "fieldValidation", "force"]
-    );
+    let names: Vec<&str> =
+        patch["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["dryRun", "fieldManager", "fieldValidation", "force"]);
     assert_eq!(
         patch["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/io.k8s.api.apps.v1.Deployment"
@@ -115,30 +103,18 @@ fn the_apps_document_describes_deployments() {
     let collection = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"];
     assert_eq!(collection["get"]["x-kubernetes-action"], "list");
     assert_eq!(collection["post"]["x-kubernetes-action"], "post");
-    assert_eq!(
-        collection["delete"]["x-kubernetes-action"],
-        "deletecollection"
-    );
-    let post_params: Vec<&str> = collection["post"]["parameters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["name"].as_str())
-        .collect();
+    assert_eq!(collection["delete"]["x-kubernetes-action"], "deletecollection");
+    let post_params: Vec<&str> =
+        collection["post"]["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
     assert_eq!(post_params, ["dryRun", "fieldManager", "fieldValidation"]);
 
-    let scale =
-        &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["patch"];
+    let scale = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["patch"];
     assert_eq!(
         scale["x-kubernetes-group-version-kind"],
         json!({"group": "autoscaling", "kind": "Scale", "version": "v1"})
     );
-    let status =
-        &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status"]["put"];
-    assert_eq!(
-        status["x-kubernetes-group-version-kind"]["kind"],
-        "Deployment"
-    );
+    let status = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status"]["put"];
+    assert_eq!(status["x-kubernetes-group-version-kind"]["kind"], "Deployment");
 
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");
     let deployment = &schemas["io.k8s.api.apps.v1.Deployment"];
@@ -159,13 +135,8 @@ fn v3_references_resolve_and_stand_alone() {
         let mut refs = Vec::new();
         collect_refs(&doc, &mut refs);
         for r in refs {
-            let name = r
-                .strip_prefix("#/components/schemas/")
-                .unwrap_or_else(|| panic!("reference {r}"));
-            assert!(
-                doc["components"]["schemas"].get(name).is_some(),
-                "{group}/{version}: dangling {r}"
-            );
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("reference {r}"));
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{group}/{version}: dangling {r}");
         }
         let text = serde_json::to_string(&doc).unwrap_or_default();
         assert!(!text.contains("#/definitions/"), "{group}/{version}");
@@ -181,11 +152,7 @@ fn strategic_merge_metadata_is_found_the_way_kubectl_looks_for_it() {
     let gvk = json!({"group": "apps", "kind": "Deployment", "version": "v1"});
     let root = schemas
         .values()
-        .find(|s| {
-            s["x-kubernetes-group-version-kind"]
-                .as_array()
-                .is_some_and(|l| l.contains(&gvk))
-        })
+        .find(|s| s["x-kubernetes-group-version-kind"].as_array().is_some_and(|l| l.contains(&gvk)))
         .expect("the Deployment schema");
     let spec = resolve_v3(&doc, &root["properties"]["spec"]);
     let template = resolve_v3(&doc, &spec["properties"]["template"]);
@@ -194,14 +161,8 @@ fn strategic_merge_metadata_is_found_the_way_kubectl_looks_for_it() {
     assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
     assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
     let container = resolve_v3(&doc, &containers["items"]);
-    assert_eq!(
-        container["properties"]["ports"]["x-kubernetes-patch-merge-key"],
-        "containerPort"
-    );
-    assert_eq!(
-        pod_spec["properties"]["volumes"]["x-kubernetes-patch-strategy"],
-        "merge,retainKeys"
-    );
+    assert_eq!(container["properties"]["ports"]["x-kubernetes-patch-merge-key"], "containerPort");
+    assert_eq!(pod_spec["properties"]["volumes"]["x-kubernetes-patch-strategy"], "merge,retainKeys");
 }
 
 #[test]
@@ -209,17 +170,12 @@ fn explain_finds_pod_containers() {
     // kubectl explain's template: the GVK from the collection's GET, then
     // the schema that lists it, then the field path.
     let doc = v3("api/v1");
-    let gvk = &doc["paths"]["/api/v1/namespaces/{namespace}/pods"]["get"]
-        ["x-kubernetes-group-version-kind"];
+    let gvk = &doc["paths"]["/api/v1/namespaces/{namespace}/pods"]["get"]["x-kubernetes-group-version-kind"];
     assert_eq!(gvk, &json!({"group": "", "kind": "Pod", "version": "v1"}));
     let pod = doc["components"]["schemas"]
         .as_object()
         .and_then(|s| {
-            s.values().find(|s| {
-                s["x-kubernetes-group-version-kind"]
-                    .as_array()
-                    .is_some_and(|l| l.contains(gvk))
-            })
+            s.values().find(|s| s["x-kubernetes-group-version-kind"].as_array().is_some_and(|l| l.contains(gvk)))
         })
         .expect("Pod schema");
     let spec = resolve_v3(&doc, &pod["properties"]["spec"]);
@@ -235,10 +191,7 @@ fn explain_finds_pod_containers() {
 fn the_index_lists_every_group_version_with_its_hash() {
     let index = v3_index();
     let paths = index["paths"].as_object().expect("paths");
-    let want: BTreeSet<String> = catalogue::group_versions()
-        .into_iter()
-        .map(|(g, v)| gv_path(g, v))
-        .collect();
+    let want: BTreeSet<String> = catalogue::group_versions().into_iter().map(|(g, v)| gv_path(g, v)).collect();
     assert_eq!(paths.keys().cloned().collect::<BTreeSet<_>>(), want);
     for (path, entry) in paths {
         let doc = v3_group_version(path).expect("document");
@@ -250,10 +203,7 @@ fn the_index_lists_every_group_version_with_its_hash() {
 }
 
 fn yaml_of(ext: &[proto::NamedAny], name: &str) -> Option<Value> {
-    ext.iter()
-        .find(|e| e.name == name)
-        .and_then(|e| e.value.as_ref())
-        .map(proto::any_json)
+    ext.iter().find(|e| e.name == name).and_then(|e| e.value.as_ref()).map(proto::any_json)
 }
 
 fn query_param_names(op: &proto::Operation) -> Vec<String> {
@@ -286,25 +236,12 @@ fn the_v2_protobuf_decodes_with_what_kubectl_1_27_reads() {
             .iter()
             .flat_map(|p| &p.path)
             .filter_map(|p| p.value.as_ref()?.patch.as_ref())
-            .filter(|op| {
-                yaml_of(&op.vendor_extension, "x-kubernetes-group-version-kind").as_ref()
-                    == Some(&want)
-            })
+            .filter(|op| yaml_of(&op.vendor_extension, "x-kubernetes-group-version-kind").as_ref() == Some(&want))
             .collect();
         assert!(!patches.is_empty(), "{}", rt.kind);
         for op in patches {
-            assert!(
-                query_param_names(op).iter().any(|n| n == "fieldValidation"),
-                "{}",
-                rt.kind
-            );
-            assert!(
-                op.consumes
-                    .iter()
-                    .any(|c| c == "application/strategic-merge-patch+json"),
-                "{}",
-                rt.kind
-            );
+            assert!(query_param_names(op).iter().any(|n| n == "fieldValidation"), "{}", rt.kind);
+            assert!(op.consumes.iter().any(|c| c == "application/strategic-merge-patch+json"), "{}", rt.kind);
         }
     }
 
@@ -316,16 +253,10 @@ fn the_v2_protobuf_decodes_with_what_kubectl_1_27_reads() {
         .and_then(|p| p.value.as_ref()?.patch.as_ref())
         .expect("Deployment PATCH");
     assert_eq!(
-        yaml_of(
-            &deployment_patch.vendor_extension,
-            "x-kubernetes-group-version-kind"
-        ),
+        yaml_of(&deployment_patch.vendor_extension, "x-kubernetes-group-version-kind"),
         Some(json!({"group": "apps", "kind": "Deployment", "version": "v1"}))
     );
-    assert_eq!(
-        query_param_names(deployment_patch),
-        ["dryRun", "fieldManager", "fieldValidation", "force"]
-    );
+    assert_eq!(query_param_names(deployment_patch), ["dryRun", "fieldManager", "fieldValidation", "force"]);
 
     // Schema look-up by GVK (explain, strategic merge): definitions carry a
     // list of GVKs; the patch metadata sits on the properties.
@@ -337,10 +268,7 @@ fn the_v2_protobuf_decodes_with_what_kubectl_1_27_reads() {
         .and_then(|d| d.value.as_ref())
         .expect("Deployment definition");
     assert_eq!(
-        yaml_of(
-            &deployment.vendor_extension,
-            "x-kubernetes-group-version-kind"
-        ),
+        yaml_of(&deployment.vendor_extension, "x-kubernetes-group-version-kind"),
         Some(json!([{"group": "apps", "kind": "Deployment", "version": "v1"}]))
     );
     let pod_spec = defs
@@ -352,17 +280,10 @@ fn the_v2_protobuf_decodes_with_what_kubectl_1_27_reads() {
     let containers = pod_spec
         .properties
         .as_ref()
-        .and_then(|p| {
-            p.additional_properties
-                .iter()
-                .find(|n| n.name == "containers")
-        })
+        .and_then(|p| p.additional_properties.iter().find(|n| n.name == "containers"))
         .and_then(|n| n.value.as_ref())
         .expect("containers");
-    assert_eq!(
-        yaml_of(&containers.vendor_extension, "x-kubernetes-patch-merge-key"),
-        Some(json!("name"))
-    );
+    assert_eq!(yaml_of(&containers.vendor_extension, "x-kubernetes-patch-merge-key"), Some(json!("name")));
     assert_eq!(containers.items.as_ref().map(|i| i.schema.len()), Some(1));
 }
 
@@ -370,77 +291,44 @@ fn the_v2_protobuf_decodes_with_what_kubectl_1_27_reads() {
 /// whole document on the first schema that breaks one.
 fn check_proto_schema(s: &proto::Schema, names: &BTreeSet<&str>, at: &str) {
     if !s.r#ref.is_empty() {
-        let target = s
-            .r#ref
-            .strip_prefix("#/definitions/")
-            .unwrap_or_else(|| panic!("{at}: {}", s.r#ref));
+        let target = s.r#ref.strip_prefix("#/definitions/").unwrap_or_else(|| panic!("{at}: {}", s.r#ref));
         assert!(names.contains(target), "{at}: unknown model {target}");
-        assert!(
-            s.r#type.is_none() && s.properties.is_none(),
-            "{at}: reference with a type"
-        );
+        assert!(s.r#type.is_none() && s.properties.is_none(), "{at}: reference with a type");
         return;
     }
-    let types = s
-        .r#type
-        .as_ref()
-        .map(|t| t.value.clone())
-        .unwrap_or_default();
+    let types = s.r#type.as_ref().map(|t| t.value.clone()).unwrap_or_default();
     assert!(types.len() <= 1, "{at}: several types");
     match types.first().map(String::as_str) {
         Some("array") => {
-            let items = s
-                .items
-                .as_ref()
-                .map(|i| i.schema.as_slice())
-                .unwrap_or_default();
+            let items = s.items.as_ref().map(|i| i.schema.as_slice()).unwrap_or_default();
             assert_eq!(items.len(), 1, "{at}: array items");
             check_proto_schema(&items[0], names, at);
         }
         Some("object") | None => {
             for p in s.properties.iter().flat_map(|p| &p.additional_properties) {
-                let sub = p
-                    .value
-                    .as_ref()
-                    .unwrap_or_else(|| panic!("{at}.{}: empty", p.name));
+                let sub = p.value.as_ref().unwrap_or_else(|| panic!("{at}.{}: empty", p.name));
                 check_proto_schema(sub, names, &format!("{at}.{}", p.name));
             }
-            if let Some(proto::additional_properties_item::Oneof::Schema(sub)) = s
-                .additional_properties
-                .as_ref()
-                .and_then(|a| a.oneof.as_ref())
+            if let Some(proto::additional_properties_item::Oneof::Schema(sub)) =
+                s.additional_properties.as_ref().and_then(|a| a.oneof.as_ref())
             {
                 check_proto_schema(sub, names, at);
             }
         }
-        Some(t) => assert!(
-            ["string", "number", "integer", "boolean"].contains(&t),
-            "{at}: type {t}"
-        ),
+        Some(t) => assert!(["string", "number", "integer", "boolean"].contains(&t), "{at}: type {t}"),
     }
 }
 
 #[test]
 fn the_v2_definitions_parse_with_kube_openapi_rules() {
     let doc = proto::Document::decode(v2_protobuf().as_slice()).expect("decodes");
-    let defs = &doc
-        .definitions
-        .as_ref()
-        .expect("definitions")
-        .additional_properties;
+    let defs = &doc.definitions.as_ref().expect("definitions").additional_properties;
     let names: BTreeSet<&str> = defs.iter().map(|d| d.name.as_str()).collect();
     for d in defs {
         check_proto_schema(d.value.as_ref().expect("schema"), &names, &d.name);
     }
-    let int_or_string = defs
-        .iter()
-        .find(|d| d.name == "io.k8s.apimachinery.pkg.util.intstr.IntOrString");
-    assert_eq!(
-        int_or_string
-            .and_then(|d| d.value.as_ref())
-            .map(|s| s.format.as_str()),
-        Some("int-or-string")
-    );
+    let int_or_string = defs.iter().find(|d| d.name == "io.k8s.apimachinery.pkg.util.intstr.IntOrString");
+    assert_eq!(int_or_string.and_then(|d| d.value.as_ref()).map(|s| s.format.as_str()), Some("int-or-string"));
     // Every reference of an operation resolves as well.
     let json = v2_json();
     let mut refs = Vec::new();

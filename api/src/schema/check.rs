@@ -62,10 +62,7 @@ impl CheckOutcome {
     /// The error Kubernetes would report: the first one that stopped
     /// decoding, or else the first one recorded.
     pub fn decode_error(&self) -> Option<&DecodeError> {
-        self.decode_errors
-            .iter()
-            .find(|e| e.fatal)
-            .or_else(|| self.decode_errors.first())
+        self.decode_errors.iter().find(|e| e.fatal).or_else(|| self.decode_errors.first())
     }
 
     /// Nothing to report.
@@ -81,11 +78,7 @@ impl CheckOutcome {
         if self.unknown_fields.is_empty() {
             return None;
         }
-        let fields: Vec<String> = self
-            .unknown_fields
-            .iter()
-            .map(|p| unknown_field_message(p))
-            .collect();
+        let fields: Vec<String> = self.unknown_fields.iter().map(|p| unknown_field_message(p)).collect();
         Some(format!("strict decoding error: {}", fields.join(", ")))
     }
 }
@@ -125,26 +118,14 @@ pub fn check(rt: &ResourceType, obj: &Value) -> CheckOutcome {
 /// no schema for passes.
 pub fn check_definition(definition: &str, obj: &Value) -> CheckOutcome {
     let reg = super::registry();
-    let mut walk = Walk {
-        reg,
-        field_stack: Vec::new(),
-        path: String::new(),
-        out: CheckOutcome::default(),
-        stopped: false,
-    };
-    let root = Node {
-        shape: Shape::Ref(definition.to_string()),
-        go: None,
-    };
+    let mut walk =
+        Walk { reg, field_stack: Vec::new(), path: String::new(), out: CheckOutcome::default(), stopped: false };
+    let root = Node { shape: Shape::Ref(definition.to_string()), go: None };
     walk.value(&root, obj, None);
     let mut out = walk.out;
     if out.decode_errors.is_empty() && type_meta_matches(definition, obj) {
         if let Some(Err(message)) = super::decode_typed(definition, obj) {
-            out.decode_errors.push(DecodeError {
-                message,
-                path: String::new(),
-                fatal: false,
-            });
+            out.decode_errors.push(DecodeError { message, path: String::new(), fatal: false });
         }
     }
     out
@@ -206,26 +187,21 @@ impl Registry {
         let mut out = Registry::default();
         for (name, schema) in defs {
             let go_struct = name.rsplit('.').next().unwrap_or(&name).to_string();
-            let fields = schema
-                .get("properties")
-                .and_then(Value::as_object)
-                .map(|props| {
-                    props
-                        .iter()
-                        .map(|(field, s)| {
-                            let mut node = Node::compile(s);
-                            if let Some(t) = tables::go_type(&name, field) {
-                                node.go = Some(t.go);
-                                if let (Some(elem), Shape::Array(inner) | Shape::Map(inner)) =
-                                    (t.elem, &mut node.shape)
-                                {
-                                    inner.go = Some(elem);
-                                }
+            let fields = schema.get("properties").and_then(Value::as_object).map(|props| {
+                props
+                    .iter()
+                    .map(|(field, s)| {
+                        let mut node = Node::compile(s);
+                        if let Some(t) = tables::go_type(&name, field) {
+                            node.go = Some(t.go);
+                            if let (Some(elem), Shape::Array(inner) | Shape::Map(inner)) = (t.elem, &mut node.shape) {
+                                inner.go = Some(elem);
                             }
-                            (field.clone(), node)
-                        })
-                        .collect()
-                });
+                        }
+                        (field.clone(), node)
+                    })
+                    .collect()
+            });
             let def = Def { go_struct, fields };
             out.defs.insert(name, def);
         }
@@ -276,10 +252,7 @@ impl Def {
 
 impl Node {
     fn compile(schema: &Value) -> Node {
-        Node {
-            shape: Shape::compile(schema),
-            go: None,
-        }
+        Node { shape: Shape::compile(schema), go: None }
     }
 }
 
@@ -391,19 +364,14 @@ impl<'r> Walk<'r> {
                 }
                 // Go decodes a list of numbers into a []byte too.
                 Value::Array(items) => {
-                    let byte = Node {
-                        shape: Shape::Int32,
-                        go: Some("uint8"),
-                    };
+                    let byte = Node { shape: Shape::Int32, go: Some("uint8") };
                     for (i, item) in items.iter().enumerate() {
                         let fits = item.as_u64().is_some_and(|b| b <= 255);
                         if !fits && !item.is_null() {
                             let len = self.path.len();
                             self.path.push_str(&format!("[{i}]"));
                             match item {
-                                Value::Number(n) => {
-                                    self.mismatch(&format!("number {n}"), &byte, go_struct)
-                                }
+                                Value::Number(n) => self.mismatch(&format!("number {n}"), &byte, go_struct),
                                 _ => self.mismatch(json_kind(item), &byte, go_struct),
                             }
                             self.path.truncate(len);
@@ -437,13 +405,7 @@ impl<'r> Walk<'r> {
         }
     }
 
-    fn definition(
-        &mut self,
-        name: &'r str,
-        node: &'r Node,
-        v: &'r Value,
-        go_struct: Option<&'r str>,
-    ) {
+    fn definition(&mut self, name: &'r str, node: &'r Node, v: &'r Value, go_struct: Option<&'r str>) {
         match name {
             INT_OR_STRING => return self.int_or_string(v),
             QUANTITY => return self.quantity(v),
@@ -487,10 +449,7 @@ impl<'r> Walk<'r> {
             Value::Number(n) => format!("number {n}"),
             other => json_kind(other).to_string(),
         };
-        self.error(
-            format!("json: cannot unmarshal {what} into Go value of type int32"),
-            true,
-        );
+        self.error(format!("json: cannot unmarshal {what} into Go value of type int32"), true);
     }
 
     /// `resource.Quantity.UnmarshalJSON`: the JSON text, unquoted, must
@@ -514,10 +473,7 @@ impl<'r> Walk<'r> {
                 }
             }
             other => {
-                let message = format!(
-                    "json: cannot unmarshal {} into Go value of type string",
-                    json_kind(other)
-                );
+                let message = format!("json: cannot unmarshal {} into Go value of type string", json_kind(other));
                 self.error(message, true);
             }
         }
@@ -548,11 +504,7 @@ impl<'r> Walk<'r> {
     }
 
     fn error(&mut self, message: String, fatal: bool) {
-        self.out.decode_errors.push(DecodeError {
-            message,
-            path: self.path.clone(),
-            fatal,
-        });
+        self.out.decode_errors.push(DecodeError { message, path: self.path.clone(), fatal });
         if fatal {
             self.stopped = true;
         }

@@ -75,9 +75,7 @@ fn quantity_suffix(b: &[u8]) -> Option<&str> {
 /// `suffixHandler.interpret`: decimal and binary SI suffixes, or an
 /// exponent (`e3`, `E-2`).
 fn suffix_known(suffix: &str) -> bool {
-    const KNOWN: &[&str] = &[
-        "", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
-    ];
+    const KNOWN: &[&str] = &["", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
     if KNOWN.contains(&suffix) {
         return true;
     }
@@ -197,17 +195,10 @@ pub(super) fn parse_time(value: &str, layout: &str) -> Result<(), String> {
         }
     }
     if !rest.is_empty() {
-        return Err(format!(
-            "parsing time {}: extra text: {}",
-            go_quote(value),
-            go_quote(rest)
-        ));
+        return Err(format!("parsing time {}: extra text: {}", go_quote(value), go_quote(rest)));
     }
     if day < 1 || day > days_in(month, year) {
-        return Err(format!(
-            "parsing time {}: day out of range",
-            go_quote(value)
-        ));
+        return Err(format!("parsing time {}: day out of range", go_quote(value)));
     }
     Ok(())
 }
@@ -224,10 +215,7 @@ fn getnum(s: &str, fixed: bool) -> Option<(i64, &str)> {
         }
         return Some((i64::from(b[0] - b'0'), &s[1..]));
     }
-    Some((
-        i64::from(b[0] - b'0') * 10 + i64::from(b[1] - b'0'),
-        &s[2..],
-    ))
+    Some((i64::from(b[0] - b'0') * 10 + i64::from(b[1] - b'0'), &s[2..]))
 }
 
 /// A fractional second that the layout does not mention is accepted
@@ -371,9 +359,7 @@ mod tests {
 
     #[test]
     fn quantities_parse_as_kubernetes_parses_them() {
-        for ok in [
-            "1", "0", "100m", "1.5Gi", "2e3", "1E+3", "0.5", "128Mi", "+1", "-1k", ".", " 10Mi ",
-        ] {
+        for ok in ["1", "0", "100m", "1.5Gi", "2e3", "1E+3", "0.5", "128Mi", "+1", "-1k", ".", " 10Mi "] {
             assert_eq!(parse_quantity(ok), Ok(()), "{ok}");
         }
         for (bad, err) in [
@@ -394,10 +380,7 @@ mod tests {
     fn times_follow_go_time_parse() {
         assert_eq!(parse_time("2024-02-29T23:59:59Z", RFC3339), Ok(()));
         assert_eq!(parse_time("2024-02-29T23:59:59.123+02:00", RFC3339), Ok(()));
-        assert_eq!(
-            parse_time("2024-01-01T00:00:00.123456Z", RFC3339_MICRO),
-            Ok(())
-        );
+        assert_eq!(parse_time("2024-01-01T00:00:00.123456Z", RFC3339_MICRO), Ok(()));
         assert_eq!(
             parse_time("yesterday", RFC3339).expect_err("does not parse"),
             r#"parsing time "yesterday" as "2006-01-02T15:04:05Z07:00": cannot parse "yesterday" as "2006""#
@@ -429,21 +412,9 @@ mod tests {
         assert_eq!(base64_error("aGVsbG8="), None);
         assert_eq!(base64_error("aGVs\nbG8="), None);
         assert_eq!(base64_error(""), None);
-        assert_eq!(
-            base64_error("hello!").as_deref(),
-            Some("illegal base64 data at input byte 5")
-        );
-        assert_eq!(
-            base64_error("aGVsbG8").as_deref(),
-            Some("illegal base64 data at input byte 4")
-        );
-        assert_eq!(
-            base64_error("a===").as_deref(),
-            Some("illegal base64 data at input byte 1")
-        );
-        assert_eq!(
-            base64_error("aGVsbG8=x").as_deref(),
-            Some("illegal base64 data at input byte 8")
-        );
+        assert_eq!(base64_error("hello!").as_deref(), Some("illegal base64 data at input byte 5"));
+        assert_eq!(base64_error("aGVsbG8").as_deref(), Some("illegal base64 data at input byte 4"));
+        assert_eq!(base64_error("a===").as_deref(), Some("illegal base64 data at input byte 1"));
+        assert_eq!(base64_error("aGVsbG8=x").as_deref(), Some("illegal base64 data at input byte 8"));
     }
 }

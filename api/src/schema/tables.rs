@@ -48,15 +48,7 @@ const fn ext(
     list_map_keys: &'static [&'static str],
     map_type: Option<&'static str>,
 ) -> FieldExtensions {
-    FieldExtensions {
-        definition,
-        field,
-        patch_strategy,
-        patch_merge_key,
-        list_type,
-        list_map_keys,
-        map_type,
-    }
+    FieldExtensions { definition, field, patch_strategy, patch_merge_key, list_type, list_map_keys, map_type }
 }
 
 pub(super) fn field_extensions(definition: &str, field: &str) -> Option<&'static FieldExtensions> {
@@ -67,10 +59,7 @@ pub(super) fn field_extensions(definition: &str, field: &str) -> Option<&'static
 }
 
 pub(super) fn go_type(definition: &str, field: &str) -> Option<&'static GoType> {
-    GO_TYPES
-        .binary_search_by(|e| (e.definition, e.field).cmp(&(definition, field)))
-        .ok()
-        .map(|i| &GO_TYPES[i])
+    GO_TYPES.binary_search_by(|e| (e.definition, e.field).cmp(&(definition, field))).ok().map(|i| &GO_TYPES[i])
 }
 
 #[rustfmt::skip]
@@ -213,14 +202,8 @@ pub(super) static DEFINITION_MAP_TYPES: &[(&str, &str)] = &[
     ("io.k8s.api.core.v1.TypedLocalObjectReference", "atomic"),
     ("io.k8s.api.discovery.v1.EndpointPort", "atomic"),
     ("io.k8s.api.networking.v1.ServiceBackendPort", "atomic"),
-    (
-        "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
-        "atomic",
-    ),
-    (
-        "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
-        "atomic",
-    ),
+    ("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector", "atomic"),
+    ("io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference", "atomic"),
 ];
 
 #[rustfmt::skip]

@@ -3,10 +3,7 @@ use serde_json::json;
 use super::*;
 
 fn rt(kind: &str) -> &'static ResourceType {
-    catalogue::all()
-        .iter()
-        .find(|r| r.kind == kind)
-        .expect("kind is served")
+    catalogue::all().iter().find(|r| r.kind == kind).expect("kind is served")
 }
 
 fn deployment() -> Value {
@@ -46,26 +43,11 @@ fn container_mut(obj: &mut Value) -> &mut Value {
 fn every_served_kind_has_a_schema_with_its_gvk() {
     let defs = definitions();
     for rt in catalogue::all() {
-        let schema = defs
-            .get(rt.definition)
-            .unwrap_or_else(|| panic!("{} has no schema", rt.definition));
+        let schema = defs.get(rt.definition).unwrap_or_else(|| panic!("{} has no schema", rt.definition));
         let gvk = &schema["x-kubernetes-group-version-kind"];
-        assert_eq!(
-            gvk,
-            &json!([{"group": rt.group, "kind": rt.kind, "version": rt.version}]),
-            "{}",
-            rt.kind
-        );
-        assert!(
-            defs.contains_key(&list_definition(rt)),
-            "{} has no list",
-            rt.kind
-        );
-        assert!(
-            decode_typed(rt.definition, &json!({})).is_some(),
-            "{} has no typed struct",
-            rt.kind
-        );
+        assert_eq!(gvk, &json!([{"group": rt.group, "kind": rt.kind, "version": rt.version}]), "{}", rt.kind);
+        assert!(defs.contains_key(&list_definition(rt)), "{} has no list", rt.kind);
+        assert!(decode_typed(rt.definition, &json!({})).is_some(), "{} has no typed struct", rt.kind);
     }
 }
 
@@ -83,99 +65,39 @@ fn every_reference_resolves() {
 
 #[test]
 fn tables_are_sorted_for_binary_search() {
-    let keys: Vec<_> = tables::FIELD_EXTENSIONS
-        .iter()
-        .map(|e| (e.definition, e.field))
-        .collect();
+    let keys: Vec<_> = tables::FIELD_EXTENSIONS.iter().map(|e| (e.definition, e.field)).collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]));
-    let keys: Vec<_> = tables::GO_TYPES
-        .iter()
-        .map(|e| (e.definition, e.field))
-        .collect();
+    let keys: Vec<_> = tables::GO_TYPES.iter().map(|e| (e.definition, e.field)).collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]));
 }
 
 #[test]
 fn patch_metadata_follows_kubernetes_struct_tags() {
     let pm = |d: &str, f: &str| patch_meta(d, f).map(|p| (p.strategy, p.merge_key));
-    assert_eq!(
-        pm("io.k8s.api.core.v1.PodSpec", "containers"),
-        Some(("merge", Some("name")))
-    );
-    assert_eq!(
-        pm("io.k8s.api.core.v1.PodSpec", "volumes"),
-        Some(("merge,retainKeys", Some("name")))
-    );
-    assert_eq!(
-        pm("io.k8s.api.core.v1.Container", "ports"),
-        Some(("merge", Some("containerPort")))
-    );
-    assert_eq!(
-        pm("io.k8s.api.core.v1.Container", "volumeMounts"),
-        Some(("merge", Some("mountPath")))
-    );
-    assert_eq!(
-        pm("io.k8s.api.core.v1.ServiceSpec", "ports"),
-        Some(("merge", Some("port")))
-    );
-    assert_eq!(
-        pm("io.k8s.api.apps.v1.DeploymentStatus", "conditions"),
-        Some(("merge", Some("type")))
-    );
-    assert_eq!(
-        pm("io.k8s.api.apps.v1.DeploymentSpec", "strategy"),
-        Some(("retainKeys", None))
-    );
-    assert_eq!(
-        pm(
-            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-            "ownerReferences"
-        ),
-        Some(("merge", Some("uid")))
-    );
-    assert_eq!(
-        pm(
-            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-            "finalizers"
-        ),
-        Some(("merge", None))
-    );
+    assert_eq!(pm("io.k8s.api.core.v1.PodSpec", "containers"), Some(("merge", Some("name"))));
+    assert_eq!(pm("io.k8s.api.core.v1.PodSpec", "volumes"), Some(("merge,retainKeys", Some("name"))));
+    assert_eq!(pm("io.k8s.api.core.v1.Container", "ports"), Some(("merge", Some("containerPort"))));
+    assert_eq!(pm("io.k8s.api.core.v1.Container", "volumeMounts"), Some(("merge", Some("mountPath"))));
+    assert_eq!(pm("io.k8s.api.core.v1.ServiceSpec", "ports"), Some(("merge", Some("port"))));
+    assert_eq!(pm("io.k8s.api.apps.v1.DeploymentStatus", "conditions"), Some(("merge", Some("type"))));
+    assert_eq!(pm("io.k8s.api.apps.v1.DeploymentSpec", "strategy"), Some(("retainKeys", None)));
+    assert_eq!(pm("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences"), Some(("merge", Some("uid"))));
+    assert_eq!(pm("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers"), Some(("merge", None)));
     assert_eq!(pm("io.k8s.api.core.v1.Container", "args"), None);
     assert_eq!(pm("io.k8s.api.networking.v1.IngressSpec", "rules"), None);
 
     let ports = field_extensions("io.k8s.api.core.v1.Container", "ports").expect("tagged");
-    assert_eq!(
-        (ports.list_type, ports.list_map_keys),
-        (Some("map"), &["containerPort", "protocol"][..])
-    );
+    assert_eq!((ports.list_type, ports.list_map_keys), (Some("map"), &["containerPort", "protocol"][..]));
 }
 
 #[test]
 fn field_definitions_resolve_lists_maps_and_structs() {
-    assert_eq!(
-        field_definition("io.k8s.api.apps.v1.Deployment", "spec"),
-        Some("io.k8s.api.apps.v1.DeploymentSpec")
-    );
-    assert_eq!(
-        field_definition("io.k8s.api.core.v1.PodSpec", "containers"),
-        Some("io.k8s.api.core.v1.Container")
-    );
-    assert_eq!(
-        field_definition("io.k8s.api.core.v1.PodTemplateSpec", "spec"),
-        Some("io.k8s.api.core.v1.PodSpec")
-    );
-    assert_eq!(
-        field_definition("io.k8s.api.core.v1.Container", "name"),
-        None
-    );
-    assert_eq!(
-        field_definition("io.k8s.api.core.v1.ResourceRequirements", "limits"),
-        None
-    );
-    assert_eq!(
-        field_definition("io.k8s.api.core.v1.Container", "nope"),
-        None
-    );
+    assert_eq!(field_definition("io.k8s.api.apps.v1.Deployment", "spec"), Some("io.k8s.api.apps.v1.DeploymentSpec"));
+    assert_eq!(field_definition("io.k8s.api.core.v1.PodSpec", "containers"), Some("io.k8s.api.core.v1.Container"));
+    assert_eq!(field_definition("io.k8s.api.core.v1.PodTemplateSpec", "spec"), Some("io.k8s.api.core.v1.PodSpec"));
+    assert_eq!(field_definition("io.k8s.api.core.v1.Container", "name"), None);
+    assert_eq!(field_definition("io.k8s.api.core.v1.ResourceRequirements", "limits"), None);
+    assert_eq!(field_definition("io.k8s.api.core.v1.Container", "nope"), None);
 }
 
 #[test]
@@ -185,17 +107,13 @@ fn extensions_are_on_the_schemas() {
     assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
     assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
     assert_eq!(containers["x-kubernetes-list-type"], "map");
-    assert_eq!(
-        defs["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]["x-kubernetes-map-type"],
-        "atomic"
-    );
+    assert_eq!(defs["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]["x-kubernetes-map-type"], "atomic");
 }
 
 /// The manifests of examples/, one object per YAML document.
 fn example(file: &str) -> Vec<Value> {
-    let text =
-        std::fs::read_to_string(format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap_or_else(|e| panic!("examples/{file}: {e}"));
+    let text = std::fs::read_to_string(format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("examples/{file}: {e}"));
     serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("examples/{file}: {e}"))
 }
 
@@ -209,10 +127,7 @@ fn the_articles_deployment_gets_the_api_servers_message() {
         err.message,
         "json: cannot unmarshal string into Go struct field ContainerPort.spec.template.spec.containers.ports.containerPort of type int32"
     );
-    assert_eq!(
-        err.path,
-        "spec.template.spec.containers[0].ports[0].containerPort"
-    );
+    assert_eq!(err.path, "spec.template.spec.containers[0].ports[0].containerPort");
     assert_eq!(out.decode_errors.len(), 1);
     assert!(out.unknown_fields.is_empty());
 }
@@ -298,10 +213,7 @@ fn a_fatal_error_wins_over_an_earlier_one_as_in_go() {
     container_mut(&mut obj)["resources"]["limits"]["cpu"] = json!("lots");
     let out = check(rt("Deployment"), &obj);
     assert_eq!(out.decode_errors.len(), 2);
-    assert_eq!(
-        out.decode_error().map(|e| e.message.as_str()),
-        Some(golang::QUANTITY_FORMAT)
-    );
+    assert_eq!(out.decode_error().map(|e| e.message.as_str()), Some(golang::QUANTITY_FORMAT));
 }
 
 #[test]
@@ -313,13 +225,7 @@ fn unknown_fields_are_reported_with_their_paths() {
     obj["metadata"]["annotations"]["free.form/key"] = json!("x");
     let out = check(rt("Deployment"), &obj);
     assert!(out.decode_errors.is_empty(), "{:?}", out.decode_errors);
-    assert_eq!(
-        out.unknown_fields,
-        vec![
-            "spec.template.spec.containers[0].imagePullPolicyy",
-            "spec.paused2"
-        ]
-    );
+    assert_eq!(out.unknown_fields, vec!["spec.template.spec.containers[0].imagePullPolicyy", "spec.paused2"]);
     assert_eq!(
         out.strict_decoding_message().as_deref(),
         Some(
@@ -342,10 +248,7 @@ fn an_extensions_v1beta1_ingress_backend_is_unknown_in_v1() {
     assert!(out.decode_errors.is_empty(), "{:?}", out.decode_errors);
     assert_eq!(
         out.unknown_fields,
-        vec![
-            "spec.rules[0].http.paths[0].backend.serviceName",
-            "spec.rules[0].http.paths[0].backend.servicePort"
-        ]
+        vec!["spec.rules[0].http.paths[0].backend.serviceName", "spec.rules[0].http.paths[0].backend.servicePort"]
     );
 }
 
@@ -416,7 +319,8 @@ fn subresource_bodies_are_checked_too() {
 
 #[test]
 fn secret_data_must_be_base64() {
-    let obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}, "data": {"password": "hunter2!"}});
+    let obj =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}, "data": {"password": "hunter2!"}});
     let out = check(rt("Secret"), &obj);
     let err = out.decode_error().expect("an error");
     assert_eq!(err.message, "illegal base64 data at input byte 7");
@@ -440,9 +344,5 @@ fn the_typed_backstop_reports_what_the_walk_lets_through() {
     obj["spec"]["template"]["spec"]["containers"] = json!([null]);
     let out = check(rt("Deployment"), &obj);
     let err = out.decode_error().expect("the backstop error");
-    assert!(
-        err.message.starts_with("spec.template.spec.containers"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.starts_with("spec.template.spec.containers"), "{}", err.message);
 }

@@ -199,8 +199,7 @@ fn parse_port_range(s: &str) -> Result<(u16, u16)> {
 
 /// `--cluster-cidr`: an IPv4 range with room for at least one /24 per node.
 fn parse_cluster_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
-    let net: ipnet::Ipv4Net =
-        s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR such as 10.244.0.0/16"))?;
+    let net: ipnet::Ipv4Net = s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR such as 10.244.0.0/16"))?;
     if net.prefix_len() > 24 {
         return Err(format!("{s:?} is too small: each node takes a /24, so use a prefix of /24 or shorter"));
     }

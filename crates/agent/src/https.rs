@@ -24,12 +24,16 @@ pub enum HttpsError {
     Issue(String),
     #[error("node serving certificate: {0}")]
     Tls(String),
-    #[error("cannot listen on {addr} for the agent's HTTPS endpoint (is another agent or kubelet on this port?): {source}")]
+    #[error(
+        "cannot listen on {addr} for the agent's HTTPS endpoint (is another agent or kubelet on this port?): {source}"
+    )]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 fn pem_certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, HttpsError> {
-    rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| HttpsError::Tls(e.to_string()))
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| HttpsError::Tls(e.to_string()))
 }
 
 fn pem_key(pem: &str) -> Result<PrivateKeyDer<'static>, HttpsError> {
@@ -39,7 +43,11 @@ fn pem_key(pem: &str) -> Result<PrivateKeyDer<'static>, HttpsError> {
 }
 
 /// Ask the API server (as this node) for a serving certificate.
-async fn issue(client: &kube::Client, node: &str, addr: std::net::IpAddr) -> Result<(String, String, String), HttpsError> {
+async fn issue(
+    client: &kube::Client,
+    node: &str,
+    addr: std::net::IpAddr,
+) -> Result<(String, String, String), HttpsError> {
     let body = serde_json::to_vec(&json!({"nodeName": node, "addresses": [addr.to_string()]}))
         .map_err(|e| HttpsError::Issue(e.to_string()))?;
     let req = http::Request::post(NODE_CERT_PATH)
@@ -48,7 +56,12 @@ async fn issue(client: &kube::Client, node: &str, addr: std::net::IpAddr) -> Res
         .map_err(|e| HttpsError::Issue(e.to_string()))?;
     let text = client.request_text(req).await.map_err(|e| HttpsError::Issue(e.to_string()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| HttpsError::Issue(format!("{e}: {text}")))?;
-    let get = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| HttpsError::Issue(format!("no {k} in {text}")));
+    let get = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| HttpsError::Issue(format!("no {k} in {text}")))
+    };
     Ok((get("certificate")?, get("key")?, get("ca")?))
 }
 

@@ -41,7 +41,14 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
 }
 
 /// Route a resource request to its verb.
-pub async fn handle(api: &Api, method: &Method, t: &Target, query: &Query, headers: &HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    api: &Api,
+    method: &Method,
+    t: &Target,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
     // kubectl 1.32+ typed clients send protobuf bodies: turn them into JSON
     // once, here, so every verb sees one format
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -634,8 +641,11 @@ pub async fn create_object(
     if rt.kind == "Service" && api.store.get(&key).await.ok().flatten().is_some() {
         return Err(ApiError::already_exists(&rt.qualified_plural(), &name));
     }
-    let taken =
-        if rt.kind == "Service" { services::allocate(&api.alloc, &services::owner(&key, &obj), &mut obj, None).await? } else { Vec::new() };
+    let taken = if rt.kind == "Service" {
+        services::allocate(&api.alloc, &services::owner(&key, &obj), &mut obj, None).await?
+    } else {
+        Vec::new()
+    };
     let mut obj = objects::normalize(rt, obj);
     if dry_run {
         services::release_all(&api.alloc, &services::owner(&key, &obj), &taken).await;
@@ -805,7 +815,8 @@ pub async fn write_update(
     let terminating = new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
     let non_empty = |p: &str| new.pointer(p).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
     // a namespace also waits for its spec.finalizers (the namespace controller)
-    let finalizers_left = non_empty("/metadata/finalizers") || (rt.kind == "Namespace" && non_empty("/spec/finalizers"));
+    let finalizers_left =
+        non_empty("/metadata/finalizers") || (rt.kind == "Namespace" && non_empty("/spec/finalizers"));
     // a pod still inside its grace period waits for its agent, finalizers or not
     let grace_left = new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
     if terminating && !finalizers_left && !grace_left && !dry_run {
@@ -1125,7 +1136,16 @@ async fn update_scale(
     let mut new = clear_rv(old.clone());
     new["spec"]["replicas"] = json!(replicas);
     let main = Target { subresource: None, ..t.clone() };
-    let w = write_update(api, &main, &old, old_rev, new, Ownership::Scale(&field_manager(query, headers)), query.dry_run()?).await?;
+    let w = write_update(
+        api,
+        &main,
+        &old,
+        old_rev,
+        new,
+        Ownership::Scale(&field_manager(query, headers)),
+        query.dry_run()?,
+    )
+    .await?;
     Ok(json_response(StatusCode::OK, &scale_of(t.rt, &w.obj)))
 }
 

@@ -26,19 +26,26 @@ pub fn issue_certificate(api: &Api, body: &[u8]) -> Response {
         Ok(v) => v,
         Err(e) => return ApiError::bad_request(format!("node certificate request: {e}")).into_response(),
     };
-    let Some(node) = req.get("nodeName").and_then(Value::as_str).filter(|n| skiff_api::validation::is_dns1123_subdomain(n))
+    let Some(node) =
+        req.get("nodeName").and_then(Value::as_str).filter(|n| skiff_api::validation::is_dns1123_subdomain(n))
     else {
-        return ApiError::bad_request("node certificate request: nodeName must be a DNS-1123 subdomain").into_response();
+        return ApiError::bad_request("node certificate request: nodeName must be a DNS-1123 subdomain")
+            .into_response();
     };
     let mut ips = Vec::new();
     for a in req.get("addresses").and_then(Value::as_array).into_iter().flatten() {
         match a.as_str().and_then(|s| s.parse().ok()) {
             Some(ip) => ips.push(ip),
-            None => return ApiError::bad_request(format!("node certificate request: {a} is not an IP address")).into_response(),
+            None => {
+                return ApiError::bad_request(format!("node certificate request: {a} is not an IP address"))
+                    .into_response()
+            }
         }
     }
     match api.tls.issue_node_serving(node, &ips) {
-        Ok((cert, key)) => json_response(StatusCode::OK, &json!({"certificate": cert, "key": key, "ca": api.tls.ca_cert_pem})),
+        Ok((cert, key)) => {
+            json_response(StatusCode::OK, &json!({"certificate": cert, "key": key, "ca": api.tls.ca_cert_pem}))
+        }
         Err(e) => ApiError::internal(e.to_string()).into_response(),
     }
 }
@@ -113,12 +120,14 @@ pub async fn pod_logs(api: &Api, t: &Target, query: &Query) -> Result<Response, 
 /// GET `path` on a node's agent over TLS (verifying it against the cluster
 /// CA, presenting the API server's client certificate) and stream the body.
 async fn proxy_get(api: &Api, node: &str, ip: &str, port: u16, path: &str) -> Result<Response, ApiError> {
-    let unreachable = |e: String| ApiError::unavailable(format!("the agent of node {node:?} at {ip}:{port} is unreachable: {e}"));
+    let unreachable =
+        |e: String| ApiError::unavailable(format!("the agent of node {node:?} at {ip}:{port} is unreachable: {e}"));
     let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((ip, port)))
         .await
         .map_err(|_| unreachable("connect timed out".into()))?
         .map_err(|e| unreachable(e.to_string()))?;
-    let server_name = rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| unreachable(e.to_string()))?;
+    let server_name =
+        rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| unreachable(e.to_string()))?;
     let tls = tokio_rustls::TlsConnector::from(api.agent_tls.clone())
         .connect(server_name, tcp)
         .await

@@ -248,7 +248,6 @@ impl ClusterTls {
         Ok(Arc::new(config))
     }
 
-
     /// Read existing material without generating anything.
     pub fn load(dir: &Path) -> Result<Self, TlsError> {
         let get = |name: &str| -> Result<String, TlsError> {

@@ -36,7 +36,8 @@ fn pod_cidr(node: &Node) -> Option<Ipv4Net> {
 }
 
 pub fn start(ctx: Arc<Ctx>, cluster: Ipv4Net, mask: u8) -> impl Future<Output = ()> + Send + 'static {
-    let ipam = Arc::new(Ipam { queue: WorkQueue::new(), ctx: ctx.clone(), cluster, mask, taken: Mutex::new(BTreeSet::new()) });
+    let ipam =
+        Arc::new(Ipam { queue: WorkQueue::new(), ctx: ctx.clone(), cluster, mask, taken: Mutex::new(BTreeSet::new()) });
     {
         let q = ipam.queue.clone();
         ctx.informers.nodes.on_change(move |c| {

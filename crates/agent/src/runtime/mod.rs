@@ -153,8 +153,16 @@ pub struct ContainerSpec {
 pub enum TaskState {
     /// Created, not started.
     Created,
-    Running { pid: u32, started_at: DateTime<Utc> },
-    Exited { exit_code: i32, started_at: Option<DateTime<Utc>>, finished_at: DateTime<Utc>, oom_killed: bool },
+    Running {
+        pid: u32,
+        started_at: DateTime<Utc>,
+    },
+    Exited {
+        exit_code: i32,
+        started_at: Option<DateTime<Utc>>,
+        finished_at: DateTime<Utc>,
+        oom_killed: bool,
+    },
     /// The container exists but has no task (never started, or the task was deleted).
     Unknown,
 }
