@@ -27,6 +27,9 @@ enum Command {
     Kubeconfig(KubeconfigArgs),
     /// Run a node agent that joins a server and runs the pods bound to this node
     Agent(AgentArgs),
+    /// Import image archives (OCI layout or docker-archive tarballs) for air-gapped nodes, or list images
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// (internal) containerd's shim runs this to write a container's output as CRI log lines
     #[command(hide = true)]
     Logger {
@@ -61,6 +64,33 @@ struct AgentArgs {
     /// The cluster's DNS domain
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Import image archives into containerd, where the node agent finds them
+    Import {
+        /// OCI layout or docker-archive tarballs (`docker save`, `skopeo copy ... oci-archive:`)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// List the images containerd holds for the agent
+    Ls {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+}
+
+#[derive(Parser, Debug, Clone)]
+struct RuntimeArgs {
+    /// containerd's socket
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    container_runtime_endpoint: PathBuf,
+    /// containerd namespace the agent uses
+    #[arg(long, default_value = "k8s.io")]
+    containerd_namespace: String,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -176,6 +206,7 @@ fn main() {
         Command::Server(args) => run_server(args),
         Command::Kubeconfig(args) => print_kubeconfig(args),
         Command::Agent(args) => run_agent(args),
+        Command::Image(cmd) => run_image(cmd),
         Command::Logger { path } => skiff_agent::runtime::containerd::logger::run(&path)
             .map_err(|e| anyhow::anyhow!("logger {}: {e}", path.display())),
     };
@@ -477,4 +508,38 @@ fn print_kubeconfig(args: KubeconfigArgs) -> Result<()> {
     let tls = skiff_apiserver::tls::ClusterTls::load(&dir)?;
     print!("{}", kubeconfig(&args.server, &tls));
     Ok(())
+}
+
+fn run_image(cmd: ImageCommand) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(async move {
+        let connect = |r: &RuntimeArgs| {
+            let r = r.clone();
+            async move {
+                skiff_agent::runtime::containerd::ContainerdRuntime::connect(
+                    &r.container_runtime_endpoint,
+                    &r.containerd_namespace,
+                )
+                .await
+                .with_context(|| format!("--container-runtime-endpoint {}", r.container_runtime_endpoint.display()))
+            }
+        };
+        match cmd {
+            ImageCommand::Import { files, runtime } => {
+                let rt = connect(&runtime).await?;
+                for f in &files {
+                    let images = skiff_agent::images::import_files(&rt, std::slice::from_ref(f)).await?;
+                    for i in images {
+                        println!("{}: imported {}", f.display(), i.reference);
+                    }
+                }
+            }
+            ImageCommand::Ls { runtime } => {
+                let rt = connect(&runtime).await?;
+                let images = skiff_agent::runtime::Runtime::list_images(&rt).await?;
+                print!("{}", skiff_agent::images::render_table(&images));
+            }
+        }
+        Ok(())
+    })
 }

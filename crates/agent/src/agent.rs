@@ -198,6 +198,8 @@ pub async fn start_agent_with(
         }
     };
     crate::runtime::containerd::ensure_pause_image(&runtime).await?;
+    // air gap: archives dropped into <data-dir>/agent/images are imported once
+    crate::images::import_dir(&runtime, &opts.data_dir.join("images")).await?;
     let mut config = AgentConfig::new(node_name, node_ip, &opts.data_dir);
     config.cluster_dns = vec![opts.cluster_dns];
     config.cluster_domain = opts.cluster_domain.clone();

@@ -21,6 +21,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod https;
+pub mod images;
 pub mod logs;
 pub mod node;
 pub mod pods;

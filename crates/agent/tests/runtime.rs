@@ -424,3 +424,46 @@ async fn an_oom_kill_is_reported() {
         other => panic!("expected Exited, got {other:?}"),
     }
 }
+
+/// Air gap: archives in the agent's images dir are imported once each, and
+/// a broken one is skipped without stopping the others; `skiff image`
+/// imports and lists them from the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_dir_imports_each_archive_once_and_the_cli_imports_and_lists() {
+    let ctrd = TestContainerd::start();
+    let rt = ctrd.runtime("skiff-images").await;
+    let dir = tempfile::Builder::new().prefix("skiff-test-images-").tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("a.tar"), testing::busybox_archive("skiff.local/airgap-a:1").bytes).unwrap();
+    std::fs::write(images.join("b.tar"), testing::busybox_archive("skiff.local/airgap-b:1").bytes).unwrap();
+    std::fs::write(images.join("broken.tar"), b"not a tarball").unwrap();
+    assert_eq!(skiff_agent::images::import_dir(&rt, &images).await.unwrap(), 2);
+    assert!(rt.image("skiff.local/airgap-a:1").await.unwrap().is_some());
+    assert!(rt.image("skiff.local/airgap-b:1").await.unwrap().is_some());
+    // again: nothing new to import
+    assert_eq!(skiff_agent::images::import_dir(&rt, &images).await.unwrap(), 0);
+
+    // the CLI (the skiff binary, built by cargo for the workspace's tests)
+    let skiff = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/skiff");
+    if !skiff.exists() {
+        panic!("{} is missing: `cargo build -p skiff` first (make test does)", skiff.display());
+    }
+    let archive = dir.path().join("c.tar");
+    std::fs::write(&archive, testing::busybox_archive("skiff.local/airgap-c:1").bytes).unwrap();
+    let endpoint = ctrd.address.to_str().unwrap().to_string();
+    let common = ["--container-runtime-endpoint", endpoint.as_str(), "--containerd-namespace", "skiff-images"];
+    let out = std::process::Command::new(&skiff)
+        .args(["image", "import", archive.to_str().unwrap()])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported skiff.local/airgap-c:1"));
+    let out = std::process::Command::new(&skiff).args(["image", "ls"]).args(common).output().unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && listed.starts_with("IMAGE"), "{listed}");
+    for name in ["skiff.local/airgap-a:1", "skiff.local/airgap-b:1", "skiff.local/airgap-c:1"] {
+        assert!(listed.contains(name), "{name} missing from:\n{listed}");
+    }
+}
