@@ -913,7 +913,7 @@ async fn patch(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: 
     let scale = t.subresource.as_deref() == Some("scale");
     for _attempt in 0..5 {
         let (old, old_rev) = load(api, t).await?;
-        let base = if scale { scale_of(t.rt, &old) } else { old.clone() };
+        let base = if scale { scale_of(&old) } else { old.clone() };
         let patched = match media.as_str() {
             "application/merge-patch+json" => {
                 let mut doc = base.clone();
@@ -936,7 +936,7 @@ async fn patch(api: &Api, t: &Target, query: &Query, headers: &HeaderMap, body: 
             new["spec"]["replicas"] = json!(replicas);
             let main = Target { subresource: None, ..t.clone() };
             match write_update(api, &main, &old, old_rev, clear_rv(new), Ownership::Scale(&manager), dry_run).await {
-                Ok(w) => return Ok(json_response(StatusCode::OK, &scale_of(t.rt, &w.obj))),
+                Ok(w) => return Ok(json_response(StatusCode::OK, &scale_of(&w.obj))),
                 Err(e) if e.reason == "Conflict" => continue,
                 Err(e) => return Err(e),
             }
@@ -1064,7 +1064,7 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
 }
 
 /// The autoscaling/v1 Scale of a Deployment or ReplicaSet.
-fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
+fn scale_of(obj: &Value) -> Value {
     let m = obj.get("metadata").cloned().unwrap_or(json!({}));
     let selector = obj
         .pointer("/spec/selector/matchLabels")
@@ -1075,7 +1075,6 @@ fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
             parts.join(",")
         })
         .unwrap_or_default();
-    let _ = rt;
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -1096,7 +1095,7 @@ fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
 
 async fn get_scale(api: &Api, t: &Target) -> Result<Response, ApiError> {
     let (obj, _) = load(api, t).await?;
-    Ok(json_response(StatusCode::OK, &scale_of(t.rt, &obj)))
+    Ok(json_response(StatusCode::OK, &scale_of(&obj)))
 }
 
 /// `spec.replicas` of a Scale body, checked as Kubernetes decodes it.
@@ -1146,7 +1145,7 @@ async fn update_scale(
         query.dry_run()?,
     )
     .await?;
-    Ok(json_response(StatusCode::OK, &scale_of(t.rt, &w.obj)))
+    Ok(json_response(StatusCode::OK, &scale_of(&w.obj)))
 }
 
 /// pods/binding: the scheduler assigns a pod to a node, once.
@@ -1358,7 +1357,7 @@ async fn delete_one(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value
                     m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
                     m.insert("deletionGracePeriodSeconds".into(), json!(0));
                 }
-                return finish_mark(api, t, &old, old_rev, new, dry_run).await;
+                return finish_mark(api, t, old_rev, new, dry_run).await;
             }
         }
         if finalizers.is_empty() && grace.is_none() {
@@ -1396,7 +1395,7 @@ async fn delete_one(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value
                 m.insert("finalizers".into(), Value::Array(finalizers));
             }
         }
-        match finish_mark(api, t, &old, old_rev, new, dry_run).await {
+        match finish_mark(api, t, old_rev, new, dry_run).await {
             Err(e) if e.reason == "Conflict" => continue,
             other => return other,
         }
@@ -1424,14 +1423,7 @@ fn graceful_period(rt: &ResourceType, obj: &Value, requested: Option<i64>) -> Op
     }
 }
 
-async fn finish_mark(
-    api: &Api,
-    t: &Target,
-    old: &Value,
-    old_rev: u64,
-    new: Value,
-    dry_run: bool,
-) -> Result<Value, ApiError> {
+async fn finish_mark(api: &Api, t: &Target, old_rev: u64, new: Value, dry_run: bool) -> Result<Value, ApiError> {
     if dry_run {
         return Ok(new);
     }
@@ -1441,7 +1433,6 @@ async fn finish_mark(
         .update(&item_key(t), objects::encode(&new), Some(old_rev))
         .await
         .map_err(|e| ApiError::from_store(e, &t.rt.qualified_plural(), require_name(t)))?;
-    let _ = old;
     objects::set_rv(&mut new, rev);
     Ok(new)
 }
