@@ -28,6 +28,12 @@ pub struct ResourceType {
     pub subresources: &'static [Subresource],
     /// The OpenAPI definition name of the kind (`io.k8s.api.core.v1.Pod`).
     pub definition: &'static str,
+    /// The `apiVersion` of the resource this one is another view of, when
+    /// the store holds its objects in that resource's form under that
+    /// resource's keys (`events.k8s.io/v1` events are core/v1 Events, as in
+    /// Kubernetes); `None` for resources stored as themselves. A view has the
+    /// same kind and plural as the resource it shows.
+    pub view_of: Option<&'static str>,
 }
 
 pub const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
@@ -56,6 +62,7 @@ macro_rules! rt {
             categories: $cat,
             subresources: $sub,
             definition: $def,
+            view_of: None,
         }
     };
 }
@@ -163,6 +170,12 @@ static CATALOGUE: &[ResourceType] = &[
         "io.k8s.api.discovery.v1.EndpointSlice"
     ),
     rt!("coordination.k8s.io", "Lease", "leases", "lease", true, &[], &[], &[], "io.k8s.api.coordination.v1.Lease"),
+    // Kubernetes serves core Events a second time, renamed (see `crate::convert`),
+    // from the same storage; its discovery gives this view the short name `ev` too.
+    ResourceType {
+        view_of: Some("v1"),
+        ..rt!("events.k8s.io", "Event", "events", "event", true, &["ev"], &[], &[], "io.k8s.api.events.v1.Event")
+    },
 ];
 
 impl ResourceType {
@@ -184,13 +197,24 @@ impl ResourceType {
         }
     }
 
-    /// The group as used in store keys (`core` for the core group).
+    /// The group as used in store keys (`core` for the core group); a view
+    /// uses the keys of the resource it shows.
     pub fn storage_group(&self) -> &'static str {
-        if self.group.is_empty() {
+        let group = match self.view_of {
+            Some(api_version) => api_version.rsplit_once('/').map_or("", |(g, _)| g),
+            None => self.group,
+        };
+        if group.is_empty() {
             "core"
         } else {
-            self.group
+            group
         }
+    }
+
+    /// Whether the store holds this resource's objects in another
+    /// resource's form (see [`ResourceType::view_of`]).
+    pub fn is_view(&self) -> bool {
+        self.view_of.is_some()
     }
 
     pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
@@ -256,5 +280,19 @@ mod tests {
         );
         assert_eq!(find("", "v1", "pods").map(|r| r.qualified_plural()).as_deref(), Some("pods"));
         assert_eq!(find_kind("networking.k8s.io/v1", "Ingress").map(|r| r.plural), Some("ingresses"));
+    }
+
+    #[test]
+    fn views_share_the_keys_of_what_they_show() {
+        for view in CATALOGUE.iter().filter(|r| r.is_view()) {
+            let shown = view.view_of.and_then(|v| find_kind(v, view.kind)).expect("a view shows a served kind");
+            assert!(!shown.is_view(), "{}: a view of a view", view.qualified_plural());
+            assert_eq!(
+                (view.storage_group(), view.plural, view.namespaced),
+                (shown.storage_group(), shown.plural, shown.namespaced)
+            );
+        }
+        let ev = find("events.k8s.io", "v1", "events").expect("events.k8s.io/v1 events");
+        assert_eq!((ev.storage_group(), ev.api_version().as_str()), ("core", "events.k8s.io/v1"));
     }
 }

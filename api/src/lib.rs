@@ -3,6 +3,7 @@
 //! OpenAPI documents kubectl reads. Depends on nothing else of Skiff's.
 
 pub mod catalogue;
+pub mod convert;
 
 pub use catalogue::{ResourceType, Subresource};
 

@@ -80,6 +80,7 @@ served_types! {
     "io.k8s.api.networking.v1.IngressClass" => k8s_openapi::api::networking::v1::IngressClass,
     "io.k8s.api.discovery.v1.EndpointSlice" => k8s_openapi::api::discovery::v1::EndpointSlice,
     "io.k8s.api.coordination.v1.Lease" => k8s_openapi::api::coordination::v1::Lease,
+    "io.k8s.api.events.v1.Event" => k8s_openapi::api::events::v1::Event,
     "io.k8s.api.autoscaling.v1.Scale" => k8s_openapi::api::autoscaling::v1::Scale,
     "io.k8s.api.policy.v1.Eviction" => k8s_openapi::api::policy::v1::Eviction,
     "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions" => k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,

@@ -165,6 +165,9 @@ fn printer(rt: &ResourceType) -> Printer {
         ("networking.k8s.io", "IngressClass") => (INGRESSCLASS_COLUMNS, ingressclass_cells),
         ("discovery.k8s.io", "EndpointSlice") => (ENDPOINTSLICE_COLUMNS, endpointslice_cells),
         ("coordination.k8s.io", "Lease") => (LEASE_COLUMNS, lease_cells),
+        // one storage, one table convertor: Kubernetes prints both views of
+        // an Event with the core printer
+        ("events.k8s.io", "Event") => (EVENT_COLUMNS, events_v1_cells),
         _ => (DEFAULT_COLUMNS, default_cells),
     };
     Printer { columns, cells }
@@ -943,6 +946,10 @@ fn event_cells(ev: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
+fn events_v1_cells(ev: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    event_cells(&crate::convert::event_to_core(ev.clone()), now)
+}
+
 fn deployment_cells(deploy: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let (containers, images) = container_cells(deploy);
     let selector = label_selector_string(get(deploy, "/spec/selector")).unwrap_or_else(|| "<invalid>".to_string());
@@ -1661,6 +1668,33 @@ mod tests {
         let cells = row("Event", unknown);
         assert_eq!(cells[0], "<unknown>");
         assert_eq!(cells[3], "namespace");
+    }
+
+    #[test]
+    fn events_k8s_io_prints_as_core_events() {
+        let ev_v1 = catalogue::find("events.k8s.io", "v1", "events").expect("events.k8s.io/v1");
+        assert_eq!(columns(ev_v1), columns(rt("Event")));
+        let view = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "web-1.def"},
+            "eventTime": ago(Duration::minutes(10)), "reportingController": "skiff.io/agent",
+            "reportingInstance": "node-1", "action": "Pulling", "reason": "Pulled", "type": "Normal",
+            "regarding": {"kind": "Pod", "name": "web-1", "fieldPath": "spec.containers{web}"},
+            "note": "pulled", "deprecatedCount": 2, "deprecatedLastTimestamp": ago(Duration::minutes(1))});
+        let cells = cells(ev_v1, &view, now());
+        assert_eq!(
+            Value::Array(cells),
+            json!([
+                "60s",
+                "Normal",
+                "Pulled",
+                "pod/web-1",
+                "spec.containers{web}",
+                "skiff.io/agent, node-1",
+                "pulled",
+                "10m",
+                2,
+                "web-1.def"
+            ])
+        );
     }
 
     fn template(containers: Value) -> Value {

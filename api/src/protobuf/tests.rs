@@ -356,6 +356,32 @@ fn lease_micro_times_keep_microseconds() {
 }
 
 #[test]
+fn events_k8s_io_event_with_series_and_references() {
+    let raw = Pb::new()
+        .msg(1, meta("web.1"))
+        .msg(2, Pb::new().int(1, 1_795_730_131).int(2, 500_000_000))
+        .msg(3, Pb::new().int(1, 2).msg(2, Pb::new().int(1, 1_795_730_131)))
+        .str(4, "skiff.io/test")
+        .str(5, "test-1")
+        .str(6, "Testing")
+        .str(7, "Tested")
+        .msg(8, Pb::new().str(1, "Pod").str(3, "web"))
+        .str(10, "it works")
+        .str(11, "Normal");
+    let event = decode(&envelope("events.k8s.io/v1", "Event", raw)).unwrap();
+    assert_eq!((event["apiVersion"].as_str(), event["kind"].as_str()), (Some("events.k8s.io/v1"), Some("Event")));
+    assert_eq!(event["eventTime"], "2026-11-26T21:55:31.500000Z");
+    assert_eq!(event["series"], json!({"count": 2, "lastObservedTime": "2026-11-26T21:55:31.000000Z"}));
+    assert_eq!(event["regarding"], json!({"kind": "Pod", "name": "web"}));
+    assert_eq!(
+        (&event["reportingController"], &event["reportingInstance"], &event["action"], &event["reason"]),
+        (&json!("skiff.io/test"), &json!("test-1"), &json!("Testing"), &json!("Tested"))
+    );
+    assert_eq!((&event["note"], &event["type"]), (&json!("it works"), &json!("Normal")));
+    assert!(event.get("deprecatedCount").is_none());
+}
+
+#[test]
 fn pod_inlined_structs_negative_numbers_and_packed_repeats() {
     // Volume inlines VolumeSource, Probe inlines ProbeHandler, and secretRef inlines
     // LocalObjectReference: their fields sit in the parent's JSON object.

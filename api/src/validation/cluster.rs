@@ -1,4 +1,4 @@
-//! Namespaces, Nodes, Leases and Events.
+//! Namespaces, Nodes and Leases.
 
 use serde_json::Value;
 
@@ -181,55 +181,5 @@ pub(crate) fn validate_lease(obj: &Value, out: &mut Vec<FieldError>) {
     let holder = spec.get("preferredHolder").and_then(Value::as_str).unwrap_or("");
     if !holder.is_empty() && strategy.is_none_or(str::is_empty) {
         out.push(field::forbidden(&sp.child("preferredHolder"), "may only be specified if `strategy` is defined"));
-    }
-}
-
-/// The core/v1 Event rules (legacyValidateEvent); Kubernetes checks the
-/// generic metadata rules only once these pass.
-pub(crate) fn validate_event(obj: &Value, out: &mut Vec<FieldError>) {
-    let before = out.len();
-    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-    let involved_ns = obj.pointer("/involvedObject/namespace").and_then(Value::as_str).unwrap_or("");
-    let ip = Path::root("involvedObject");
-    let inp = ip.child("namespace");
-    const MISMATCH: &str = "does not match event.namespace";
-    if obj.get("eventTime").is_none_or(Value::is_null) {
-        let mismatch = if involved_ns.is_empty() { !ns.is_empty() && ns != "default" } else { ns != involved_ns };
-        if mismatch {
-            out.push(field::invalid(&inp, involved_ns, MISMATCH));
-        }
-    } else {
-        if involved_ns.is_empty() && ns != "default" && ns != "kube-system" {
-            out.push(field::invalid(&inp, involved_ns, MISMATCH));
-        }
-        let controller = str_of(obj, "reportingComponent");
-        let cp = Path::root("reportingController");
-        if controller.is_empty() {
-            out.push(field::required(&cp, ""));
-        }
-        for msg in names::qualified_name_errors(controller) {
-            out.push(field::invalid(&cp, controller, &msg));
-        }
-        for (json_key, name, limit) in
-            [("reportingInstance", "reportingInstance", 128), ("action", "action", 128), ("reason", "reason", 128)]
-        {
-            let v = str_of(obj, json_key);
-            let p = Path::root(name);
-            if v.is_empty() {
-                out.push(field::required(&p, ""));
-            }
-            if v.len() > limit {
-                out.push(field::invalid(&p, "", &format!("can have at most {limit} characters")));
-            }
-        }
-        if str_of(obj, "message").len() > 1024 {
-            out.push(field::invalid(&Path::root("message"), "", "can have at most 1024 characters"));
-        }
-    }
-    for msg in names::dns1123_subdomain_errors(ns) {
-        out.push(field::invalid(&Path::root("namespace"), ns, &msg));
-    }
-    if out.len() == before {
-        meta::object_meta(obj, NameRule::PathSegment, true, out);
     }
 }

@@ -13,6 +13,7 @@
 mod apps;
 mod cluster;
 mod config;
+mod events;
 mod field;
 mod govalue;
 mod meta;
@@ -139,7 +140,8 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldError> {
         "Namespace" => cluster::validate_namespace(obj, &mut out),
         "Node" => cluster::validate_node(obj, &mut out),
         "Lease" => cluster::validate_lease(obj, &mut out),
-        "Event" => cluster::validate_event(obj, &mut out),
+        "Event" if rt.is_view() => events::validate_v1_create(&crate::convert::to_stored(rt, obj.clone()), &mut out),
+        "Event" => events::validate_core(obj, &mut out),
         _ => meta::object_meta(obj, meta::name_rule(rt), rt.namespaced, &mut out),
     }
     out
@@ -186,6 +188,10 @@ pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Vec<Field
         "Node" => {
             cluster::validate_node(new, &mut out);
             cluster::node_update(old, new, &mut out);
+        }
+        "Event" if rt.is_view() => {
+            let (old, new) = (crate::convert::to_stored(rt, old.clone()), crate::convert::to_stored(rt, new.clone()));
+            events::validate_v1_update(&old, &new, &mut out);
         }
         _ => out.extend(validate(rt, new)),
     }

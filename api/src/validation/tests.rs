@@ -962,6 +962,82 @@ fn events_name_their_namespace() {
     assert_eq!(e, vec!["metadata.name: Invalid value: \"a/b\": may not contain '/'"]);
 }
 
+fn events_v1() -> &'static ResourceType {
+    crate::catalogue::find("events.k8s.io", "v1", "events").unwrap()
+}
+
+fn events_v1_event(extra: Value) -> Value {
+    let mut ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "web.1", "namespace": "default"},
+        "eventTime": "2026-11-26T10:00:00.000000Z", "reportingController": "skiff.io/test",
+        "reportingInstance": "test-1", "action": "Testing", "reason": "Tested", "note": "it works", "type": "Normal",
+        "regarding": {"kind": "Pod", "name": "web", "namespace": "default"}});
+    for (k, v) in extra.as_object().unwrap() {
+        ev[k] = v.clone();
+    }
+    ev
+}
+
+#[test]
+fn events_k8s_io_creates_follow_the_strict_rules() {
+    assert_eq!(lines(validate(events_v1(), &events_v1_event(json!({})))), Vec::<String>::new());
+    // the same event without eventTime: legacy rules pass, the strict one does not
+    let mut no_time = events_v1_event(json!({}));
+    no_time.as_object_mut().unwrap().remove("eventTime");
+    assert_eq!(lines(validate(events_v1(), &no_time)), vec!["eventTime: Required value"]);
+    // and through core/v1 that is fine
+    let core = crate::convert::to_stored(events_v1(), no_time);
+    assert_eq!(create("Event", core), Vec::<String>::new());
+
+    let bad = events_v1_event(json!({"reportingController": "", "action": "", "reason": "r".repeat(129),
+        "type": "Info", "deprecatedCount": 2, "deprecatedSource": {"component": "kubelet"},
+        "deprecatedFirstTimestamp": "2026-11-26T10:00:00Z", "series": {"count": 1},
+        "metadata": {"name": "Web_1", "namespace": "default"}}));
+    let got = lines(validate(events_v1(), &bad));
+    assert_eq!(got[0], "reportingController: Required value");
+    assert!(got[1].starts_with("reportingController: Invalid value: \"\": name part must be non-empty"), "{got:?}");
+    let rest: Vec<&str> = got.iter().map(String::as_str).skip_while(|l| l.starts_with("reportingController")).collect();
+    assert_eq!(rest[0], "action: Required value");
+    assert_eq!(rest[1], "reason: Invalid value: \"\": can have at most 128 characters");
+    assert!(rest[2].starts_with("metadata.name: Invalid value: \"Web_1\": a lowercase RFC 1123 subdomain"), "{got:?}");
+    assert_eq!(
+        rest[3..],
+        [
+            "series.count: Invalid value: \"\": should be at least 2",
+            "series.lastObservedTime: Required value",
+            "type: Invalid value: \"\": has invalid value: Info",
+            "firstTimestamp: Invalid value: \"\": needs to be unset",
+            "count: Invalid value: \"\": needs to be unset",
+            "source: Invalid value: \"\": needs to be unset",
+        ]
+    );
+}
+
+#[test]
+fn events_k8s_io_updates_keep_what_was_reported() {
+    let old = events_v1_event(json!({}));
+    let series = json!({"series": {"count": 2, "lastObservedTime": "2026-11-26T10:01:00.000000Z"}});
+    assert_eq!(lines(validate_update(events_v1(), &old, &events_v1_event(series))), Vec::<String>::new());
+    let new = events_v1_event(
+        json!({"note": "changed", "reason": "Other", "regarding": {"kind": "Pod", "name": "db", "namespace": "default"},
+        "eventTime": "2026-11-26T10:00:00.5Z", "related": {"kind": "Node", "name": "n1"}}),
+    );
+    assert_eq!(
+        lines(validate_update(events_v1(), &old, &new)),
+        vec![
+            "involvedObject: Invalid value: core.ObjectReference{Kind:\"Pod\", Namespace:\"default\", Name:\"db\", UID:\"\", APIVersion:\"\", ResourceVersion:\"\", FieldPath:\"\"}: field is immutable",
+            "reason: Invalid value: \"Other\": field is immutable",
+            "message: Invalid value: \"changed\": field is immutable",
+            "reason: Invalid value: \"Other\": field is immutable",
+            "eventTime: Invalid value: 2026-11-26 10:00:00.5 +0000 UTC: field is immutable",
+            "related: Invalid value: core.ObjectReference{Kind:\"Node\", Namespace:\"\", Name:\"n1\", UID:\"\", APIVersion:\"\", ResourceVersion:\"\", FieldPath:\"\"}: field is immutable",
+        ]
+    );
+    // core/v1 writes may change them
+    let (old, new) = (crate::convert::to_stored(events_v1(), old), crate::convert::to_stored(events_v1(), new));
+    assert_eq!(update("Event", old, new), Vec::<String>::new());
+}
+
 #[test]
 fn leases_last_a_positive_time() {
     let lease = json!({"metadata": {"name": "l", "namespace": "default"}, "spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}});

@@ -105,8 +105,8 @@ pub async fn load(api: &Api, t: &Target) -> Result<(Value, u64), ApiError> {
         .await
         .map_err(|e| ApiError::from_store(e, &t.rt.qualified_plural(), name))?
         .ok_or_else(|| ApiError::not_found(&t.rt.qualified_plural(), name))?;
-    let obj =
-        objects::decode_kv(&kv).ok_or_else(|| ApiError::internal(format!("stored object {} is not JSON", kv.key)))?;
+    let obj = objects::decode_kv(t.rt, &kv)
+        .ok_or_else(|| ApiError::internal(format!("stored object {} is not JSON", kv.key)))?;
     Ok((obj, kv.mod_revision))
 }
 
@@ -127,6 +127,22 @@ async fn get(api: &Api, t: &Target, headers: &HeaderMap, query: &Query) -> Resul
 
 /// Field selectors each kind supports beyond metadata.name/namespace.
 pub fn field_selectors(rt: &ResourceType) -> &'static [&'static str] {
+    if rt.group == "events.k8s.io" {
+        // events.k8s.io/v1's field label conversion (pkg/apis/events/v1)
+        return &[
+            "reason",
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reportingController",
+            "source",
+            "type",
+        ];
+    }
     match rt.kind {
         "Pod" => &[
             "spec.nodeName",
@@ -159,6 +175,16 @@ pub fn field_selectors(rt: &ResourceType) -> &'static [&'static str] {
     }
 }
 
+/// Field selector labels that are not the dotted path of the field they
+/// select, with that path in the object as served.
+fn field_selector_paths(rt: &ResourceType) -> &'static [(&'static str, &'static str)] {
+    match (rt.group, rt.kind) {
+        ("", "Event") => &[("source", "source.component")],
+        ("events.k8s.io", "Event") => &[("source", "deprecatedSource.component")],
+        _ => &[],
+    }
+}
+
 pub struct Filters {
     pub labels: LabelSelector,
     pub fields: FieldSelector,
@@ -168,7 +194,8 @@ impl Filters {
     pub fn parse(rt: &ResourceType, query: &Query) -> Result<Self, ApiError> {
         let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), field_selectors(rt))
-            .map_err(ApiError::bad_request)?;
+            .map_err(ApiError::bad_request)?
+            .with_paths(field_selector_paths(rt));
         Ok(Filters { labels, fields })
     }
 
@@ -225,11 +252,11 @@ async fn list(api: &Api, t: &Target, query: &Query, headers: &HeaderMap) -> Resu
     // values when filtering or printing needs them.
     let mut items: Vec<(&skiff_store::KeyValue, Option<Value>)> = Vec::new();
     let mut more_after = page.more_after.clone();
-    if filters.is_empty() && out == Output::Json {
+    if filters.is_empty() && out == Output::Json && objects::splices(t.rt) {
         items.extend(page.items.iter().map(|kv| (kv, None)));
     } else {
         for kv in &page.items {
-            let Some(obj) = objects::decode_kv(kv) else {
+            let Some(obj) = objects::decode_kv(t.rt, kv) else {
                 continue;
             };
             if filters.is_empty() || filters.matches(&obj) {
@@ -466,7 +493,7 @@ async fn check_namespace(api: &Api, ns: &str, creating: Option<(&ResourceType, &
         .map_err(|e| ApiError::from_store(e, "namespaces", ns))?
         .ok_or_else(|| ApiError::not_found("namespaces", ns))?;
     if let Some((rt, name)) = creating {
-        let obj = objects::decode_kv(&kv).unwrap_or(Value::Null);
+        let obj = objects::decode_kv(rt, &kv).unwrap_or(Value::Null);
         if obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
             || obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
         {
@@ -541,6 +568,27 @@ pub enum Ownership<'a> {
 }
 
 fn record_ownership(rt: &ResourceType, old: Option<&Value>, obj: &mut Value, own: Ownership<'_>, sub: Option<&str>) {
+    if !skiff_api::convert::has_other_views(rt) {
+        return record_ownership_in_own_names(rt, old, obj, own, sub);
+    }
+    // entries written through another view of the same objects (core/v1 and
+    // events.k8s.io/v1 Events) name its fields: work in this view's names
+    let mut old = old.cloned();
+    if let Some(o) = old.as_mut() {
+        skiff_api::convert::managed_fields_into(rt, o);
+    }
+    skiff_api::convert::managed_fields_into(rt, obj);
+    record_ownership_in_own_names(rt, old.as_ref(), obj, own, sub);
+    skiff_api::convert::managed_fields_to_own_versions(rt, obj);
+}
+
+fn record_ownership_in_own_names(
+    rt: &ResourceType,
+    old: Option<&Value>,
+    obj: &mut Value,
+    own: Ownership<'_>,
+    sub: Option<&str>,
+) {
     match own {
         Ownership::Update(manager) => {
             crate::patch::apply::record_update(old, obj, Some(rt.definition), manager, &rt.api_version(), sub)
@@ -652,7 +700,7 @@ pub async fn create_object(
         return Ok(obj);
     }
     let started = std::time::Instant::now();
-    let result = api.store.create(&key, objects::encode(&obj)).await;
+    let result = api.store.create(&key, objects::encode(rt, &obj)).await;
     api.metrics.observe_store_write(started.elapsed());
     match result {
         Ok(rev) => {
@@ -864,7 +912,7 @@ pub async fn write_update(
         return Ok(Written { obj: candidate, created: false });
     }
     let started = std::time::Instant::now();
-    let result = api.store.update(&key, objects::encode(&candidate), Some(precondition)).await;
+    let result = api.store.update(&key, objects::encode(rt, &candidate), Some(precondition)).await;
     api.metrics.observe_store_write(started.elapsed());
     match result {
         Ok(rev) => {
@@ -991,9 +1039,19 @@ async fn server_side_apply(api: &Api, t: &Target, query: &Query, body: &[u8]) ->
             Err(e) if e.code == 404 => None,
             Err(e) => return Err(e),
         };
-        let merged =
-            crate::patch::apply::apply(live.as_ref().map(|(o, _)| o), &config, def, &manager, &api_version, force)
-                .map_err(|conflicts| apply_conflict(t, &name, &conflicts))?;
+        // (managedFields written through another view: see `record_ownership`)
+        let views = skiff_api::convert::has_other_views(t.rt);
+        let live_in_own_names = live.as_ref().filter(|_| views).map(|(o, _)| {
+            let mut o = o.clone();
+            skiff_api::convert::managed_fields_into(t.rt, &mut o);
+            o
+        });
+        let live_obj = if views { live_in_own_names.as_ref() } else { live.as_ref().map(|(o, _)| o) };
+        let mut merged = crate::patch::apply::apply(live_obj, &config, def, &manager, &api_version, force)
+            .map_err(|conflicts| apply_conflict(t, &name, &conflicts))?;
+        if views {
+            skiff_api::convert::managed_fields_to_own_versions(t.rt, &mut merged);
+        }
         let result = match &live {
             None => {
                 let main = Target { subresource: None, name: None, ..t.clone() };
@@ -1430,7 +1488,7 @@ async fn finish_mark(api: &Api, t: &Target, old_rev: u64, new: Value, dry_run: b
     let mut new = objects::normalize(t.rt, new);
     let rev = api
         .store
-        .update(&item_key(t), objects::encode(&new), Some(old_rev))
+        .update(&item_key(t), objects::encode(t.rt, &new), Some(old_rev))
         .await
         .map_err(|e| ApiError::from_store(e, &t.rt.qualified_plural(), require_name(t)))?;
     objects::set_rv(&mut new, rev);
@@ -1445,7 +1503,7 @@ async fn delete_collection(api: &Api, t: &Target, query: &Query, body: Bytes) ->
         api.store.list(&prefix, None, 0).await.map_err(|e| ApiError::from_store(e, &t.rt.qualified_plural(), ""))?;
     let mut deleted = Vec::new();
     for kv in &page.items {
-        let Some(obj) = objects::decode_kv(kv) else {
+        let Some(obj) = objects::decode_kv(t.rt, kv) else {
             continue;
         };
         if !filters.matches(&obj) {

@@ -315,6 +315,17 @@ impl FieldSelector {
         Ok(FieldSelector { terms })
     }
 
+    /// Read each label in `paths` (`(label, dotted path)`) from that path
+    /// of the object instead (`source` is `source.component` of an Event).
+    pub fn with_paths(mut self, paths: &[(&str, &str)]) -> Self {
+        for (field, _, _) in &mut self.terms {
+            if let Some((_, path)) = paths.iter().find(|(label, _)| label == field) {
+                *field = (*path).to_string();
+            }
+        }
+        self
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms.iter().all(|(field, neq, want)| {
             let have = field_value(obj, field);
@@ -375,5 +386,9 @@ mod tests {
         assert!(f.matches(&pod));
         assert!(FieldSelector::parse("spec.nodeName=", &["spec.nodeName"]).unwrap().matches(&json!({})));
         assert_eq!(FieldSelector::parse("spec.x=1", &[]).unwrap_err(), "field label not supported: spec.x");
+        let ev = json!({"source": {"component": "kubelet"}});
+        let f = FieldSelector::parse("source=kubelet", &["source"]).unwrap();
+        assert!(!f.clone().matches(&ev));
+        assert!(f.with_paths(&[("source", "source.component")]).matches(&ev));
     }
 }

@@ -60,11 +60,12 @@ impl Renderer {
     /// an object that stops matching is DELETED for this watcher, one that
     /// starts matching is ADDED.
     fn render(&mut self, ev: &Event) -> Option<Bytes> {
-        if self.out == Output::Json && self.filters.is_empty() {
+        let rt = self.target.rt;
+        if self.out == Output::Json && self.filters.is_empty() && objects::splices(rt) {
             return splice_line(ev);
         }
-        let now = ev.value.as_deref().and_then(|b| objects::decode(b, ev.revision));
-        let before = ev.prev_value.as_deref().and_then(|b| objects::decode(b, ev.revision));
+        let now = ev.value.as_deref().and_then(|b| objects::decode(rt, b, ev.revision));
+        let before = ev.prev_value.as_deref().and_then(|b| objects::decode(rt, b, ev.revision));
         let now_matches = now.as_ref().is_some_and(|o| self.matches(o));
         let before_matches = before.as_ref().is_some_and(|o| self.matches(o));
         match ev.kind {
@@ -84,7 +85,8 @@ impl Renderer {
 
 /// The event line straight from the stored bytes, without parsing them:
 /// the common case of a watch with no selectors (controllers, `-o json`).
-/// The key prefix (or exact key) already chose the objects.
+/// The key prefix (or exact key) already chose the objects. Not for a view
+/// (`objects::splices`), whose objects are converted from the stored ones.
 fn splice_line(ev: &Event) -> Option<Bytes> {
     let (kind, stored): (&[u8], &[u8]) = match ev.kind {
         EventKind::Put if ev.prev_value.is_some() => (b"MODIFIED", ev.value.as_deref()?),
@@ -135,7 +137,7 @@ pub async fn watch(api: &Api, t: &Target, query: &Query, headers: &HeaderMap) ->
             if t.name.is_some() && kv.key != prefix {
                 continue;
             }
-            if let Some(obj) = objects::decode_kv(kv) {
+            if let Some(obj) = objects::decode_kv(t.rt, kv) {
                 if renderer.matches(&obj) {
                     lines.push(renderer.line("ADDED", &obj));
                 }

@@ -30,7 +30,7 @@ struct Nc {
 
 /// Controllers' objects go first, so that they do not replace what is deleted.
 fn deletion_order() -> Vec<&'static skiff_api::ResourceType> {
-    let mut types: Vec<_> = skiff_api::catalogue::all().iter().filter(|rt| rt.namespaced).collect();
+    let mut types: Vec<_> = skiff_api::catalogue::all().iter().filter(|rt| rt.namespaced && !rt.is_view()).collect();
     types.sort_by_key(|rt| match rt.kind {
         "Deployment" => 0,
         "ReplicaSet" => 1,
