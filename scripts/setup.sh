@@ -4,7 +4,7 @@
 # installs; as another user it only reports what is missing.
 set -euo pipefail
 
-PACKAGES=(ca-certificates gcc libc6-dev containerd runc nftables iproute2 protobuf-compiler busybox-static docker-registry)
+PACKAGES=(ca-certificates gcc libc6-dev containerd runc nftables iproute2 util-linux curl bsdutils protobuf-compiler busybox-static docker-registry)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -15,6 +15,8 @@
 //! invocation, so discovery caches never leak between tests or versions.
 #![allow(clippy::unwrap_used)]
 
+pub mod nodes;
+
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -95,6 +97,8 @@ pub struct Access {
     /// The admin kubeconfig file kubectl uses.
     pub kubeconfig: PathBuf,
     scratch: PathBuf,
+    /// Run kubectl inside this network namespace (a server in a test-made netns).
+    netns: Option<PathBuf>,
 }
 
 impl Access {
@@ -123,7 +127,28 @@ impl Access {
             admin_key_pem: decode("/users/0/user/client-key-data")?,
             kubeconfig: path.to_path_buf(),
             scratch: scratch.to_path_buf(),
+            netns: None,
         })
+    }
+
+    /// This access with kubectl run inside the network namespace at `netns`
+    /// (through `nsenter --net`, so the process keeps the host's mounts).
+    pub fn in_netns(mut self, netns: &Path) -> Access {
+        self.netns = Some(netns.to_path_buf());
+        self
+    }
+
+    /// An access that reaches nothing yet (filled in once a server is up).
+    pub fn placeholder(scratch: &Path) -> Access {
+        Access {
+            server: String::new(),
+            ca_pem: String::new(),
+            admin_cert_pem: String::new(),
+            admin_key_pem: String::new(),
+            kubeconfig: PathBuf::new(),
+            scratch: scratch.to_path_buf(),
+            netns: None,
+        }
     }
 
     /// A kubeconfig for `user`, in the shape `skiff` writes.
@@ -213,7 +238,14 @@ impl Access {
     fn spawn(&self, version: &str, args: &[&str], stdin: Option<&str>) -> KubectlProcess {
         let path = kubectl_path(version);
         let cache = self.scratch.join(format!("kubectl-cache-{}", unique()));
-        let mut cmd = Command::new(&path);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(&path);
+                c
+            }
+            None => Command::new(&path),
+        };
         cmd.arg(format!("--cache-dir={}", cache.display()))
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
@@ -677,6 +709,7 @@ fn write_access(dir: &Path, s: &Started) -> Result<Access> {
         admin_key_pem: s.admin_key_pem.clone(),
         kubeconfig: dir.join("kubeconfig.yaml"),
         scratch: dir.join("scratch"),
+        netns: None,
     };
     std::fs::create_dir_all(&access.scratch)?;
     std::fs::write(&access.kubeconfig, access.kubeconfig_yaml(&User::Admin))?;
@@ -699,7 +732,14 @@ impl Access {
     pub fn kubectl_env(&self, version: &str, args: &[&str], env: &[(&str, &str)]) -> KubectlOutput {
         let path = kubectl_path(version);
         let cache = self.scratch.join(format!("kubectl-cache-{}", unique()));
-        let mut cmd = Command::new(&path);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(&path);
+                c
+            }
+            None => Command::new(&path),
+        };
         cmd.arg(format!("--cache-dir={}", cache.display()))
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)

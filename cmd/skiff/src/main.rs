@@ -64,6 +64,36 @@ struct AgentArgs {
     /// The cluster's DNS domain
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// The cluster's pod range, as given to the server's --cluster-cidr
+    #[arg(long, default_value = "10.244.0.0/16", value_parser = parse_cluster_cidr)]
+    cluster_cidr: ipnet::Ipv4Net,
+}
+
+/// Pod network flags shared by `skiff server` and `skiff agent`.
+#[derive(Parser, Debug, Clone)]
+struct NetworkArgs {
+    /// How pods reach pods on other nodes: host-gw (routes via node addresses; nodes on one segment), or none
+    /// (pods get only loopback, no service proxy)
+    #[arg(long, default_value = "host-gw")]
+    flannel_backend: String,
+    /// Do not program Services into nftables on this node
+    #[arg(long)]
+    disable_kube_proxy: bool,
+}
+
+impl NetworkArgs {
+    fn options(&self, cluster_cidr: ipnet::Ipv4Net) -> Result<Option<skiff_agent::network::NetworkOptions>> {
+        if self.flannel_backend == "none" {
+            return Ok(None);
+        }
+        let backend = self.flannel_backend.parse().map_err(|e: String| anyhow::anyhow!("--flannel-backend: {e}"))?;
+        let mut opts = skiff_agent::network::NetworkOptions::new(cluster_cidr);
+        opts.backend = backend;
+        opts.proxy = !self.disable_kube_proxy;
+        Ok(Some(opts))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +158,15 @@ struct ServerArgs {
     /// Run without the node agent (this server runs no pods)
     #[arg(long)]
     disable_agent: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// Range LoadBalancer Services' addresses are drawn from (the network must route it to the nodes); default:
+    /// the nodes' own addresses
+    #[arg(long)]
+    service_lb_pool: Option<ipnet::Ipv4Net>,
+    /// Built-in components not to run: servicelb, ingress (alias traefik), dns (alias coredns)
+    #[arg(long, value_delimiter = ',', value_parser = parse_component)]
+    disable: Vec<String>,
     /// The embedded agent's node name (default: the hostname)
     #[arg(long)]
     node_name: Option<String>,
@@ -226,6 +265,16 @@ fn parse_port_range(s: &str) -> Result<(u16, u16)> {
         bail!("--service-node-port-range {s:?}: the first port must be between 1 and the last port");
     }
     Ok((a, b))
+}
+
+/// A `--disable` value: a built-in component's name (k3s's names accepted).
+fn parse_component(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "servicelb" => Ok("servicelb".into()),
+        "ingress" | "traefik" => Ok("ingress".into()),
+        "dns" | "coredns" => Ok("dns".into()),
+        other => Err(format!("{other:?} is not a component that can be disabled: use servicelb, ingress or dns")),
+    }
 }
 
 /// `--cluster-cidr`: an IPv4 range with room for at least one /24 per node.
@@ -416,6 +465,7 @@ async fn start_embedded_agent(
     opts.container_runtime_endpoint = args.container_runtime_endpoint.clone();
     opts.cluster_dns = args.cluster_dns;
     opts.cluster_domain = args.cluster_domain.clone();
+    opts.network = args.network.options(args.cluster_cidr)?;
     let agent = skiff_agent::start_agent(opts).await.with_context(|| {
         format!(
             "starting the node agent (containerd at --container-runtime-endpoint {}); run `skiff server --disable-agent` for a server without one",
@@ -439,6 +489,7 @@ fn run_agent(args: AgentArgs) -> Result<()> {
         opts.container_runtime_endpoint = args.container_runtime_endpoint.clone();
         opts.cluster_dns = args.cluster_dns;
         opts.cluster_domain = args.cluster_domain.clone();
+        opts.network = args.network.options(args.cluster_cidr)?;
         let agent = skiff_agent::start_agent(opts).await.context("starting the node agent")?;
         let agent = spawn_agent(agent);
         wait_for_signal().await;
@@ -470,6 +521,8 @@ async fn start_controllers(args: &ServerArgs, running: &skiff_apiserver::Running
         node_monitor_grace_period: args.node_monitor_grace_period,
         pod_eviction_timeout: args.pod_eviction_timeout,
         cluster_cidr: args.cluster_cidr,
+        service_lb_pool: args.service_lb_pool,
+        disabled: args.disable.iter().filter(|c| *c == "servicelb").cloned().collect(),
         ..Default::default()
     };
     let (stop, rx) = tokio::sync::watch::channel(false);

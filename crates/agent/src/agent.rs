@@ -26,13 +26,23 @@ pub enum AgentError {
     NodeIp(String),
     #[error(transparent)]
     Https(#[from] crate::https::HttpsError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+}
+
+/// Where pods get their network from.
+enum Network {
+    /// Given by the caller (tests; [`skiff_net::LoopbackOnly`]).
+    Fixed(Arc<dyn PodNetwork>),
+    /// The node's bridge, set up once the server has given the node a podCIDR.
+    Bridge(crate::network::NetworkOptions),
 }
 
 /// A node agent, ready to run.
 pub struct Agent {
     config: AgentConfig,
     runtime: Arc<dyn Runtime>,
-    network: Arc<dyn PodNetwork>,
+    network: Network,
     client: kube::Client,
 }
 
@@ -43,7 +53,18 @@ impl Agent {
         network: Arc<dyn PodNetwork>,
         client: kube::Client,
     ) -> Agent {
-        Agent { config, runtime, network, client }
+        Agent { config, runtime, network: Network::Fixed(network), client }
+    }
+
+    /// An agent whose pods join the node's bridge network (with the service
+    /// proxy, unless `opts.proxy` is off).
+    pub fn with_bridge(
+        config: AgentConfig,
+        runtime: Arc<dyn Runtime>,
+        opts: crate::network::NetworkOptions,
+        client: kube::Client,
+    ) -> Agent {
+        Agent { config, runtime, network: Network::Bridge(opts), client }
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -97,9 +118,29 @@ impl Agent {
             crate::https::start(&self.client, &cfg.node_name, https_addr, self.router(), shutdown.clone()).await?;
         let node = NodeAgent { config: cfg.clone(), client: self.client.clone(), machine, runtime_version };
         let node = tokio::spawn(node.run(shutdown.clone()));
+        let network: Arc<dyn PodNetwork> = match &self.network {
+            Network::Fixed(n) => n.clone(),
+            Network::Bridge(opts) => match crate::network::start(&self.client, &cfg, opts, &shutdown).await {
+                Ok(bridge) => Arc::new(bridge),
+                Err(crate::network::NetworkError::Stopped(_)) => {
+                    let _ = node.await;
+                    https.abort();
+                    events_stop.cancel();
+                    let _ = events.await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    shutdown.cancel();
+                    let _ = node.await;
+                    https.abort();
+                    events_stop.cancel();
+                    let _ = events.await;
+                    return Err(e.into());
+                }
+            },
+        };
         let api = Arc::new(KubeApi { client: self.client.clone() });
-        let ctx =
-            Arc::new(Ctx::new(cfg.clone(), self.runtime.clone(), self.network.clone(), api.clone(), api, recorder));
+        let ctx = Arc::new(Ctx::new(cfg.clone(), self.runtime.clone(), network, api.clone(), api, recorder));
         tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "node agent running");
         pods::run(ctx, self.client.clone(), shutdown.clone()).await;
         let _ = node.await;
@@ -134,6 +175,8 @@ pub struct AgentOptions {
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub kubelet_port: u16,
+    /// The pod network; `None`: pods get only loopback.
+    pub network: Option<crate::network::NetworkOptions>,
 }
 
 impl AgentOptions {
@@ -150,6 +193,7 @@ impl AgentOptions {
             cluster_dns: IpAddr::from([10, 96, 0, 10]),
             cluster_domain: "cluster.local".into(),
             kubelet_port: 10250,
+            network: None,
         }
     }
 }
@@ -205,7 +249,10 @@ pub async fn start_agent_with(
     config.cluster_domain = opts.cluster_domain.clone();
     config.kubelet_port = opts.kubelet_port;
     config.pause_image = crate::runtime::containerd::PAUSE_IMAGE.to_string();
-    Ok(Agent::new(config, Arc::new(runtime), Arc::new(skiff_net::LoopbackOnly), client))
+    Ok(match opts.network {
+        Some(net) => Agent::with_bridge(config, Arc::new(runtime), net, client),
+        None => Agent::new(config, Arc::new(runtime), Arc::new(skiff_net::LoopbackOnly), client),
+    })
 }
 
 /// [`start_agent`], then [`Agent::run`] until `shutdown`.

@@ -23,6 +23,7 @@ pub mod http;
 pub mod https;
 pub mod images;
 pub mod logs;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod proxy;

@@ -162,13 +162,13 @@ fn host_ports(pods: &[Pod], node: &str) -> Vec<HostPort> {
     out
 }
 
-/// Watch and sync until `shutdown` flips. `proxy` is skiff-net's programmer
+/// Watch and sync until `shutdown`. `proxy` is skiff-net's programmer
 /// (in this node's network namespace).
 pub async fn run(
     client: kube::Client,
     config: ProxyConfig,
     mut proxy: proxy::Proxy,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) {
     let (svc_store, svc_writer) = reflector::store::<Service>();
     let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
@@ -205,7 +205,7 @@ pub async fn run(
     });
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
             got = rx.recv() => if got.is_none() { break },
         }
         // gather a burst of changes into one transaction

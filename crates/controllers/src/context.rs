@@ -211,6 +211,9 @@ pub async fn run_loops(client: kube::Client, opts: ControllerOptions, identity: 
     if opts.enabled("namespace") {
         loops.push(crate::namespace::start(ctx.clone()).boxed());
     }
+    if opts.enabled("servicelb") {
+        loops.push(crate::servicelb::start(ctx.clone(), opts.service_lb_pool).boxed());
+    }
     if opts.enabled("nodeipam") {
         loops.push(crate::nodeipam::start(ctx.clone(), opts.cluster_cidr, opts.node_cidr_mask).boxed());
     }

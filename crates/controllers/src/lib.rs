@@ -9,7 +9,8 @@
 //! - `replicaset` and `deployment`: keep replicas, roll out templates;
 //! - `endpoints` and `endpointslice`: Service → addresses of ready pods;
 //! - `nodelifecycle`: node heartbeats (Leases), taints, evictions;
-//! - `gc` and `namespace`: ownerReferences cascades, namespace deletion.
+//! - `gc` and `namespace`: ownerReferences cascades, namespace deletion;
+//! - `servicelb`: LoadBalancer Services' addresses (a pool, or the nodes').
 //!
 //! Every loop is level-triggered: `reconcile(object, ctx) -> Result<Action>`
 //! reads the informer caches, writes what differs, and can run twice.
@@ -30,6 +31,7 @@ mod pod;
 mod replicaset;
 pub mod runtime;
 mod scheduler;
+mod servicelb;
 mod time;
 
 #[cfg(feature = "simulator")]
@@ -53,6 +55,7 @@ pub const CONTROLLERS: &[&str] = &[
     "garbagecollector",
     "namespace",
     "nodeipam",
+    "servicelb",
 ];
 
 /// How the loops behave; `Default` is Kubernetes' defaults.
@@ -74,6 +77,9 @@ pub struct ControllerOptions {
     pub cluster_cidr: ipnet::Ipv4Net,
     /// The prefix length of each node's podCIDR.
     pub node_cidr_mask: u8,
+    /// LoadBalancer addresses come from here (`--service-lb-pool`); `None`:
+    /// the Ready nodes' addresses, as k3s's ServiceLB.
+    pub service_lb_pool: Option<ipnet::Ipv4Net>,
 }
 
 impl Default for ControllerOptions {
@@ -88,6 +94,7 @@ impl Default for ControllerOptions {
             disabled: HashSet::new(),
             cluster_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
             node_cidr_mask: 24,
+            service_lb_pool: None,
         }
     }
 }

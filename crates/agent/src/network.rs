@@ -1,0 +1,251 @@
+//! The node's pod network and service proxy, as the agent runs them: wait for
+//! the server to give the Node a podCIDR, set up the bridge (skiff-net's
+//! [`BridgeNetwork`]), keep routes to the other nodes' podCIDRs, collect what
+//! vanished pods left behind, and run the nftables service proxy.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use skiff_net::bridge::{BridgeConfig, BridgeNetwork};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+
+/// How pods on other nodes are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A route to every other node's podCIDR via that node's address: nodes
+    /// must share a layer-2 segment (or a router that knows the podCIDRs).
+    HostGw,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Backend, String> {
+        match s {
+            "host-gw" => Ok(Backend::HostGw),
+            "vxlan" => Err("vxlan is not implemented yet: use host-gw (nodes on one segment) or none".into()),
+            other => Err(format!("{other:?} is not a pod network backend: use host-gw, or none for no pod network")),
+        }
+    }
+}
+
+/// The agent's pod network settings (`None` in [`crate::AgentOptions`] means
+/// pods get only loopback).
+#[derive(Debug, Clone)]
+pub struct NetworkOptions {
+    /// The cluster's pod range (`--cluster-cidr`); the node's podCIDR is inside it.
+    pub cluster_cidr: Ipv4Net,
+    pub backend: Backend,
+    /// Program Services into nftables (kube-proxy's job); off with `--disable-kube-proxy`.
+    pub proxy: bool,
+    /// How long the proxy gathers changes before one nftables transaction.
+    pub proxy_debounce: Duration,
+}
+
+impl NetworkOptions {
+    pub fn new(cluster_cidr: Ipv4Net) -> NetworkOptions {
+        NetworkOptions {
+            cluster_cidr,
+            backend: Backend::HostGw,
+            proxy: true,
+            proxy_debounce: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("the agent stopped before node {0} got a podCIDR")]
+    Stopped(String),
+    #[error("pod network: {0}")]
+    Net(#[from] skiff_net::Error),
+}
+
+/// The node's podCIDR once the server has allocated it (node.spec.podCIDR).
+async fn wait_pod_cidr(client: &kube::Client, node: &str, shutdown: &CancellationToken) -> Option<Ipv4Net> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let started = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        if let Ok(Some(n)) = nodes.get_opt(node).await {
+            let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).and_then(|c| c.parse::<Ipv4Net>().ok());
+            if let Some(cidr) = cidr {
+                return Some(cidr);
+            }
+        }
+        if !warned && started.elapsed() > Duration::from_secs(15) {
+            warned = true;
+            tracing::warn!(
+                node,
+                "still waiting for the server to give this node a podCIDR (is the node-ipam controller running, \
+                 and is --cluster-cidr large enough?)"
+            );
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+fn internal_ipv4(node: &Node) -> Option<Ipv4Addr> {
+    let addrs = node.status.as_ref()?.addresses.as_ref()?;
+    addrs.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<Ipv4Addr>().ok())
+}
+
+/// The other nodes' podCIDRs and the addresses that reach them.
+pub fn peer_routes(nodes: &[Arc<Node>], own: &str) -> Vec<(Ipv4Net, Ipv4Addr)> {
+    let mut out: Vec<(Ipv4Net, Ipv4Addr)> = nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(own))
+        .filter_map(|n| {
+            let cidr = n.spec.as_ref()?.pod_cidr.as_deref()?.parse::<Ipv4Net>().ok()?;
+            Some((cidr, internal_ipv4(n)?))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Set the node's pod network up and start the loops that keep it right.
+/// Returns `None` when the agent is stopped before the node has a podCIDR.
+pub async fn start(
+    client: &kube::Client,
+    cfg: &AgentConfig,
+    opts: &NetworkOptions,
+    shutdown: &CancellationToken,
+) -> Result<BridgeNetwork, NetworkError> {
+    let Some(pod_cidr) = wait_pod_cidr(client, &cfg.node_name, shutdown).await else {
+        return Err(NetworkError::Stopped(cfg.node_name.clone()));
+    };
+    let bridge = BridgeNetwork::new(BridgeConfig::new(pod_cidr, opts.cluster_cidr, cfg.data_dir.join("net")))?;
+    let status = bridge.start().await?;
+    tracing::info!(%pod_cidr, gateway = %status.gateway, mtu = status.mtu, "pod network up");
+    tokio::spawn(keep_routes(client.clone(), cfg.node_name.clone(), bridge.clone(), shutdown.clone()));
+    tokio::spawn(collect_leaks(client.clone(), cfg.node_name.clone(), bridge.clone(), shutdown.clone()));
+    if opts.proxy {
+        let proxy_cfg = crate::proxy::ProxyConfig {
+            node_name: cfg.node_name.clone(),
+            cluster_cidr: Some(opts.cluster_cidr),
+            pod_cidr: Some(pod_cidr),
+            debounce: opts.proxy_debounce,
+        };
+        tokio::spawn(crate::proxy::run(client.clone(), proxy_cfg, skiff_net::proxy::Proxy::new(), shutdown.clone()));
+    }
+    Ok(bridge)
+}
+
+/// host-gw: follow the Nodes and keep a route to each other node's podCIDR.
+async fn keep_routes(client: kube::Client, own: String, bridge: BridgeNetwork, shutdown: CancellationToken) {
+    let (store, writer) = reflector::store::<Node>();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watch = reflector(writer, watcher(Api::<Node>::all(client), watcher::Config::default()))
+        .default_backoff()
+        .for_each(move |_| {
+            let _ = tx.try_send(());
+            futures::future::ready(())
+        });
+    let watch = tokio::spawn(watch);
+    let mut last: Option<Vec<(Ipv4Net, Ipv4Addr)>> = None;
+    let mut resync = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = rx.recv() => {}
+            // routes someone removed by hand come back
+            _ = resync.tick() => last = None,
+        }
+        let want = peer_routes(&store.state(), &own);
+        if last.as_ref() == Some(&want) {
+            continue;
+        }
+        match bridge.set_peer_routes(want.clone()).await {
+            Ok(()) => {
+                tracing::debug!(routes = want.len(), "routes to other nodes' pods set");
+                last = Some(want);
+            }
+            Err(e) => tracing::warn!(error = %e, "setting routes to other nodes' pods failed; retrying"),
+        }
+    }
+    watch.abort();
+}
+
+/// Release the addresses and veths of pods that no longer exist (a crash
+/// between teardown steps, pods deleted while the agent was down).
+async fn collect_leaks(client: kube::Client, node: String, bridge: BridgeNetwork, shutdown: CancellationToken) {
+    let pods: Api<Pod> = Api::all(client);
+    let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = every.tick() => {}
+        }
+        let live: HashSet<String> = match pods.list(&lp).await {
+            Ok(list) => list.items.into_iter().filter_map(|p| p.metadata.uid).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "listing this node's pods for the network's leak collection failed");
+                continue;
+            }
+        };
+        match bridge.gc(live).await {
+            Ok(released) if !released.is_empty() => {
+                tracing::info!(addresses = ?released, "released addresses of pods that are gone")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "collecting the pod network's leftovers failed"),
+        }
+    }
+}
+
+/// The address the node's pods use as their gateway, for services that listen
+/// on the node for its pods (cluster DNS).
+pub fn gateway(bridge: &BridgeNetwork) -> IpAddr {
+    IpAddr::V4(bridge.gateway())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+
+    fn node(name: &str, cidr: Option<&str>, ip: &str) -> Arc<Node> {
+        Arc::new(Node {
+            metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+            spec: Some(NodeSpec { pod_cidr: cidr.map(Into::into), ..Default::default() }),
+            status: Some(NodeStatus {
+                addresses: Some(vec![
+                    NodeAddress { type_: "Hostname".into(), address: name.into() },
+                    NodeAddress { type_: "InternalIP".into(), address: ip.into() },
+                ]),
+                ..Default::default()
+            }),
+        })
+    }
+
+    #[test]
+    fn routes_go_to_the_other_nodes_with_a_pod_cidr() {
+        let nodes = vec![
+            node("a", Some("10.244.0.0/24"), "198.18.0.1"),
+            node("b", Some("10.244.1.0/24"), "198.18.0.2"),
+            node("c", None, "198.18.0.3"),
+        ];
+        assert_eq!(peer_routes(&nodes, "a"), vec![("10.244.1.0/24".parse().unwrap(), Ipv4Addr::new(198, 18, 0, 2))]);
+    }
+
+    #[test]
+    fn backend_names_are_checked() {
+        assert_eq!("host-gw".parse::<Backend>(), Ok(Backend::HostGw));
+        assert!("vxlan".parse::<Backend>().unwrap_err().contains("not implemented"));
+        assert!("wireguard".parse::<Backend>().unwrap_err().contains("host-gw"));
+    }
+}

@@ -1,0 +1,249 @@
+//! The pod network and the service proxy on real kernel networking: a
+//! two-node cluster of network namespaces on an underlay bridge (see
+//! `skiff_tests::nodes`), real `skiff server`/`skiff agent` processes, a
+//! private containerd, nftables in each node's namespace. Traffic goes only to
+//! addresses inside those namespaces.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skiff_tests::nodes::{Nodes, NodesOptions, IMAGE};
+
+/// A web server pod pinned to `node`: answers `Hello from <pod name>` on
+/// port 8080 (named `http`), `/cgi-bin/ip` with the client's address, and
+/// is Ready while `/ready/ok` exists (an emptyDir the test can empty).
+fn web_pod(name: &str, node: &str, app: &str, extra_port: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {app}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {IMAGE}
+    command: ["sh", "-c"]
+    args:
+    - |
+      mkdir -p /srv/cgi-bin
+      echo "Hello from $(hostname)" > /srv/index.html
+      printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' > /srv/cgi-bin/ip
+      chmod +x /srv/cgi-bin/ip
+      touch /ready/ok
+      ln -s /ready/ok /srv/ok
+      exec httpd -f -p 8080 -h /srv
+    ports:
+    - {{name: http, containerPort: 8080}}
+{extra_port}    readinessProbe:
+      httpGet: {{path: /ok, port: http}}
+      periodSeconds: 1
+      failureThreshold: 1
+    volumeMounts:
+    - {{name: ready, mountPath: /ready}}
+  volumes:
+  - {{name: ready, emptyDir: {{}}}}
+"#
+    )
+}
+
+fn service(name: &str, app: &str, ty: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  type: {ty}
+  selector: {{app: {app}}}
+  ports:
+  - {{name: web, port: 80, targetPort: http}}
+{extra}"#
+    )
+}
+
+/// An address as busybox httpd's CGI reports it (`[::ffff:10.0.0.1]`), plain.
+fn plain(addr: &str) -> String {
+    addr.trim().trim_start_matches('[').trim_end_matches(']').trim_start_matches("::ffff:").to_string()
+}
+
+fn ip_of(p: &Value) -> String {
+    p["status"]["podIP"].as_str().unwrap_or_default().to_string()
+}
+
+fn by_name<'a>(pods: &'a [Value], name: &str) -> &'a Value {
+    pods.iter().find(|p| p["metadata"]["name"] == name).unwrap()
+}
+
+fn svc_field(c: &Nodes, name: &str, pointer: &str) -> String {
+    let out = c.kubectl(&["get", "svc", name, "-o", "json"]);
+    out.success();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    match &v.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        other => panic!("service {name}: {pointer} is {other:?}"),
+    }
+}
+
+/// Ask `url` up to `tries` times from `netns` and collect the distinct answers.
+fn answers(c: &Nodes, netns: &Path, url: &str, tries: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..tries {
+        match c.http_get(netns, url) {
+            Ok(body) => {
+                seen.insert(body.trim().to_string());
+            }
+            Err(e) => panic!("GET {url} from {}: {e}", netns.display()),
+        }
+    }
+    seen
+}
+
+/// Wait until `f` holds (checked every 100 ms), or panic with `what`.
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what} within {timeout:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The host folder of a pod's emptyDir volume `name`.
+fn empty_dir(c: &Nodes, pod: &Value, name: &str) -> PathBuf {
+    let node = pod["spec"]["nodeName"].as_str().unwrap();
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let n = c.nodes.iter().find(|n| n.name == node).unwrap();
+    n.data_dir.join("agent").join("pods").join(uid).join("volumes").join(name)
+}
+
+#[test]
+fn pods_and_services_across_two_nodes() {
+    let c = Nodes::start(NodesOptions::default());
+    let (n1, n2) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
+    let host_port = "    - {name: alt, containerPort: 8080, hostPort: 8081}\n";
+    c.apply(&web_pod("web-1", &n1, "web", ""));
+    c.apply(&web_pod("web-2", &n2, "web", host_port));
+    c.apply(&web_pod("client", &n1, "client", ""));
+    c.apply(&service("web", "web", "NodePort", ""));
+    c.apply(&service("nobody", "nobody", "ClusterIP", ""));
+    let pods = c.wait_pods_ready("app=web", 2, Duration::from_secs(90));
+    let client = c.wait_pods_ready("app=client", 1, Duration::from_secs(60)).remove(0);
+    let (w1, w2) = (by_name(&pods, "web-1"), by_name(&pods, "web-2"));
+    for p in [w1, w2, &client] {
+        let ip: std::net::Ipv4Addr = ip_of(p).parse().unwrap_or_else(|_| panic!("pod without an address: {p}"));
+        assert!(ip.octets()[0] == 10 && ip.octets()[1] == 244, "pod address {ip} outside 10.244.0.0/16");
+    }
+    let client_ns = c.pod_netns(&client);
+
+    // pod to pod on one node and across nodes
+    assert_eq!(c.http_get(&client_ns, &format!("http://{}:8080/", ip_of(w1))).unwrap().trim(), "Hello from web-1");
+    assert_eq!(c.http_get(&client_ns, &format!("http://{}:8080/", ip_of(w2))).unwrap().trim(), "Hello from web-2");
+    // the pod sees the client's own address (no NAT pod to pod)
+    let seen = c.http_get(&client_ns, &format!("http://{}:8080/cgi-bin/ip", ip_of(w2))).unwrap();
+    assert_eq!(plain(&seen), ip_of(&client));
+
+    // ClusterIP from a pod spreads over both replicas, through the named targetPort
+    let vip = svc_field(&c, "web", "/spec/clusterIP");
+    let url = format!("http://{vip}/");
+    let got = answers(&c, &client_ns, &url, 30);
+    assert_eq!(got, BTreeSet::from(["Hello from web-1".to_string(), "Hello from web-2".to_string()]));
+    // and from a node's own namespace
+    let got = answers(&c, &c.nodes[1].netns, &url, 30);
+    assert_eq!(got.len(), 2, "from node-2: {got:?}");
+    // hairpin: a pod reaching itself through its Service
+    let w1_ns = c.pod_netns(w1);
+    let got = answers(&c, &w1_ns, &url, 30);
+    assert!(got.contains("Hello from web-1"), "hairpin failed: {got:?}");
+
+    // NodePort on every node from the external client
+    let node_port = svc_field(&c, "web", "/spec/ports/0/nodePort");
+    for n in &c.nodes {
+        let got = answers(&c, &c.external, &format!("http://{}:{node_port}/", n.ip), 20);
+        assert_eq!(got.len(), 2, "NodePort on {}: {got:?}", n.name);
+    }
+
+    // HostPort only on the pod's node
+    let hp = c.http_get(&c.external, &format!("http://{}:8081/", c.nodes[1].ip)).unwrap();
+    assert_eq!(hp.trim(), "Hello from web-2");
+    assert!(c.http_get(&c.external, &format!("http://{}:8081/", c.nodes[0].ip)).is_err());
+
+    // a Service without endpoints, and an unused port of a ClusterIP, reject at once
+    let nobody = svc_field(&c, "nobody", "/spec/clusterIP");
+    for target in [format!("http://{nobody}/"), format!("http://{vip}:81/")] {
+        let started = Instant::now();
+        let err = c.http_get(&client_ns, &target).unwrap_err();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "{target}: rejected after {took:?} ({err})");
+        assert!(err.contains("refused") || err.contains("Couldn't connect"), "{target}: {err}");
+    }
+
+    // a pod turning not-ready stops receiving traffic
+    std::fs::remove_file(empty_dir(&c, w2, "ready").join("ok")).unwrap();
+    eventually("web-2 out of the Service", Duration::from_secs(15), || {
+        let got = answers(&c, &client_ns, &url, 20);
+        if got == BTreeSet::from(["Hello from web-1".to_string()]) {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+    println!("not-ready removal ok");
+}
+
+#[test]
+fn external_traffic_policy_local_and_host_network_and_agent_restart() {
+    let mut c = Nodes::start(NodesOptions::default());
+    let n2 = c.nodes[1].name.clone();
+    c.apply(&web_pod("local-web", &n2, "local", ""));
+    c.apply(&service("local", "local", "NodePort", "  externalTrafficPolicy: Local\n"));
+    let web = c.wait_pods_ready("app=local", 1, Duration::from_secs(90)).remove(0);
+    let node_port = svc_field(&c, "local", "/spec/ports/0/nodePort");
+    // the client's own address reaches the pod through a Local NodePort
+    let seen = c.http_get(&c.external, &format!("http://{}:{node_port}/cgi-bin/ip", c.nodes[1].ip)).unwrap();
+    assert_eq!(plain(&seen), c.external_ip.to_string());
+    // and the node without a local endpoint does not forward
+    assert!(c.http_get(&c.external, &format!("http://{}:{node_port}/", c.nodes[0].ip)).is_err());
+
+    // hostNetwork pods share the node's address
+    let host_pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: on-host, labels: {{app: on-host}}}}
+spec:
+  nodeName: {n2}
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: c, image: {IMAGE}, command: ["sleep", "3600"]}}
+"#
+    );
+    c.apply(&host_pod);
+    let p = c.wait_pods_ready("app=on-host", 1, Duration::from_secs(60)).remove(0);
+    assert_eq!(ip_of(&p), c.nodes[1].ip.to_string());
+
+    // restarting the agent keeps traffic (and the pod's address) as they were
+    let before = ip_of(&web);
+    c.restart_node(1);
+    let url = format!("http://{}:{node_port}/", c.nodes[1].ip);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let got = c.http_get(&c.external, &url);
+        assert_eq!(got.as_deref().map(str::trim), Ok("Hello from local-web"), "during the agent restart");
+        std::thread::sleep(Duration::from_millis(100));
+        if c.nodes[1].log().matches("node agent running").count() >= 2 {
+            break;
+        }
+    }
+    c.wait_ready(Duration::from_secs(60));
+    assert_eq!(ip_of(&c.pod("local-web")), before);
+    assert_eq!(c.http_get(&c.external, &url).unwrap().trim(), "Hello from local-web");
+}
