@@ -1,4 +1,5 @@
-//! The agent's HTTP endpoints, for the API server to proxy to (pods/log).
+//! The agent's HTTP endpoints, for the API server to proxy to (pods/log,
+//! exec and port-forward).
 //! TLS and the listener are the caller's: this is a plain axum router.
 
 use std::collections::BTreeMap;
@@ -27,8 +28,16 @@ pub struct State {
 /// `GET /containerLogs/{namespace}/{pod}/{container}` with kubectl's log
 /// query parameters (follow, previous, tailLines, sinceSeconds, sinceTime,
 /// timestamps, limitBytes).
+///
+/// `GET /exec/{namespace}/{pod}/{container}` and `GET /portForward/{namespace}/{pod}`
+/// are WebSockets ([`crate::stream`]).
 pub fn router(state: State) -> Router {
-    Router::new().route("/containerLogs/{namespace}/{pod}/{container}", get(logs)).with_state(state)
+    Router::new()
+        .route("/containerLogs/{namespace}/{pod}/{container}", get(logs))
+        .route("/exec/{namespace}/{pod}/{container}", get(crate::stream::exec))
+        .route("/attach/{namespace}/{pod}/{container}", get(crate::stream::attach))
+        .route("/portForward/{namespace}/{pod}", get(crate::stream::port_forward))
+        .with_state(state)
 }
 
 fn text(code: StatusCode, msg: String) -> Response {

@@ -28,6 +28,7 @@ pub mod node;
 pub mod pods;
 pub mod proxy;
 pub mod runtime;
+pub mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -21,6 +21,7 @@ mod request;
 mod selectors;
 mod server;
 mod services;
+mod stream;
 mod table;
 pub mod tls;
 mod watch;

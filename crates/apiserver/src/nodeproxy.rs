@@ -1,7 +1,7 @@
 //! What the API server does for and through node agents: issue their serving
-//! certificates, and proxy pods/log (later exec, attach and port-forward) to
-//! the agent of the pod's node over TLS with the API server's client
-//! certificate.
+//! certificates, and proxy pods/log (and, through `stream`, exec and
+//! port-forward) to the agent of the pod's node over TLS with the API
+//! server's client certificate.
 
 use axum::body::Body;
 use axum::http::{header, StatusCode};
@@ -51,7 +51,7 @@ pub fn issue_certificate(api: &Api, body: &[u8]) -> Response {
 }
 
 /// Where a node's agent listens: its InternalIP and kubelet endpoint port.
-async fn agent_address(api: &Api, node: &str) -> Result<(String, u16), ApiError> {
+pub(crate) async fn agent_address(api: &Api, node: &str) -> Result<(String, u16), ApiError> {
     let rt = skiff_api::catalogue::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes are not served"))?;
     let target = Target { rt, namespace: None, name: Some(node.to_string()), subresource: None };
     let (obj, _) = load(api, &target).await?;
@@ -72,12 +72,20 @@ async fn agent_address(api: &Api, node: &str) -> Result<(String, u16), ApiError>
     Ok((ip, port))
 }
 
-/// `GET pods/{name}/log`: find the container, then stream the agent's answer.
-pub async fn pod_logs(api: &Api, t: &Target, query: &Query) -> Result<Response, ApiError> {
+/// A pod, the container a request names (or its only container), and the
+/// node it is bound to.
+pub(crate) struct PodContainer {
+    pub pod: Value,
+    pub container: String,
+    pub node: String,
+}
+
+/// Find pod `t` and the container `query` names; `verb` says what for in
+/// errors (`logs`, `exec`).
+pub(crate) async fn pod_container(api: &Api, t: &Target, query: &Query) -> Result<PodContainer, ApiError> {
     let pod_target = Target { subresource: None, ..t.clone() };
     let (pod, _) = load(api, &pod_target).await?;
     let name = t.name.as_deref().unwrap_or("");
-    let ns = t.namespace.as_deref().unwrap_or("default");
     let containers: Vec<String> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -99,13 +107,21 @@ pub async fn pod_logs(api: &Api, t: &Target, query: &Query) -> Result<Response, 
             )))
         }
     };
-    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string();
     if node.is_empty() {
         return Err(ApiError::bad_request(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled yet"
         )));
     }
-    let (ip, port) = agent_address(api, node).await?;
+    Ok(PodContainer { pod, container, node })
+}
+
+/// `GET pods/{name}/log`: find the container, then stream the agent's answer.
+pub async fn pod_logs(api: &Api, t: &Target, query: &Query) -> Result<Response, ApiError> {
+    let PodContainer { container, node, .. } = pod_container(api, t, query).await?;
+    let name = t.name.as_deref().unwrap_or("");
+    let ns = t.namespace.as_deref().unwrap_or("default");
+    let (ip, port) = agent_address(api, &node).await?;
     let mut params: Vec<(String, String)> = Vec::new();
     for key in ["follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime", "limitBytes"] {
         if let Some(v) = query.get(key) {
@@ -114,7 +130,76 @@ pub async fn pod_logs(api: &Api, t: &Target, query: &Query) -> Result<Response, 
     }
     let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
     let path = format!("/containerLogs/{ns}/{name}/{container}{}{qs}", if qs.is_empty() { "" } else { "?" });
-    proxy_get(api, node, &ip, port, &path).await
+    proxy_get(api, &node, &ip, port, &path).await
+}
+
+type AgentTls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to a node's agent (verified against the cluster CA,
+/// presenting the API server's client certificate).
+async fn dial_agent(api: &Api, node: &str, ip: &str, port: u16) -> Result<AgentTls, ApiError> {
+    let unreachable =
+        |e: String| ApiError::unavailable(format!("the agent of node {node:?} at {ip}:{port} is unreachable: {e}"));
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((ip, port)))
+        .await
+        .map_err(|_| unreachable("connect timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let server_name =
+        rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| unreachable(e.to_string()))?;
+    tokio_rustls::TlsConnector::from(api.agent_tls.clone())
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| unreachable(format!("tls: {e}")))
+}
+
+/// A WebSocket to `path` on the agent of `node`, speaking `protocol`.
+pub(crate) async fn agent_websocket(
+    api: &Api,
+    node: &str,
+    path: &str,
+    protocol: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>, ApiError> {
+    let (ip, port) = agent_address(api, node).await?;
+    let unreachable =
+        |e: String| ApiError::unavailable(format!("the agent of node {node:?} at {ip}:{port} is unreachable: {e}"));
+    let tls = dial_agent(api, node, &ip, port).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "agent stream connection ended");
+        }
+    });
+    let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+    let req = hyper::Request::get(path)
+        .header(header::HOST, format!("{ip}:{port}"))
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_VERSION, "13")
+        .header(header::SEC_WEBSOCKET_KEY, key)
+        .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = sender.send_request(req).await.map_err(|e| unreachable(e.to_string()))?;
+    let status = resp.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        let body = axum::body::to_bytes(Body::new(resp.into_body()), 64 * 1024).await.unwrap_or_default();
+        let msg = String::from_utf8_lossy(&body).trim().to_string();
+        return Err(match status {
+            StatusCode::BAD_REQUEST => ApiError::bad_request(msg),
+            StatusCode::NOT_FOUND => ApiError::bad_request(msg),
+            _ => ApiError::internal(format!("the agent of node {node:?} answered {status}: {msg}")),
+        });
+    }
+    let upgraded = hyper::upgrade::on(resp).await.map_err(|e| unreachable(e.to_string()))?;
+    Ok(tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await)
 }
 
 /// GET `path` on a node's agent over TLS (verifying it against the cluster
@@ -122,16 +207,7 @@ pub async fn pod_logs(api: &Api, t: &Target, query: &Query) -> Result<Response, 
 async fn proxy_get(api: &Api, node: &str, ip: &str, port: u16, path: &str) -> Result<Response, ApiError> {
     let unreachable =
         |e: String| ApiError::unavailable(format!("the agent of node {node:?} at {ip}:{port} is unreachable: {e}"));
-    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), tokio::net::TcpStream::connect((ip, port)))
-        .await
-        .map_err(|_| unreachable("connect timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    let server_name =
-        rustls::pki_types::ServerName::try_from(ip.to_string()).map_err(|e| unreachable(e.to_string()))?;
-    let tls = tokio_rustls::TlsConnector::from(api.agent_tls.clone())
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unreachable(format!("tls: {e}")))?;
+    let tls = dial_agent(api, node, ip, port).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .map_err(|e| unreachable(e.to_string()))?;

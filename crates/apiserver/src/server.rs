@@ -134,6 +134,11 @@ async fn dispatch(State(api): State<SharedApi>, req: Request) -> Response {
     if authenticate(&api, &req).is_none() {
         return ApiError::unauthorized().into_response();
     }
+    if let Some((namespace, name, kind)) = crate::stream::route(&path) {
+        let resp = crate::stream::serve(api.clone(), namespace, name, kind, req).await;
+        api.metrics.observe_request("CONNECT", "pods", resp.status().as_u16(), started.elapsed());
+        return resp;
+    }
     let method = req.method().clone();
     let query = Query::parse(req.uri().query());
     let headers = req.headers().clone();

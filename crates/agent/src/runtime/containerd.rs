@@ -17,6 +17,7 @@
 mod archive;
 mod containers;
 mod content;
+mod exec;
 mod images;
 pub mod logger;
 pub mod oci;
@@ -39,7 +40,7 @@ use tracing::debug;
 pub use archive::{build_oci_archive, LayerEntry, OciArchive};
 pub use pause::{ensure_pause_image, pause_archive, PAUSE_IMAGE};
 
-use super::{ContainerInfo, ContainerSpec, ImageInfo, RegistryAuth, Result, Runtime, RuntimeError};
+use super::{ContainerInfo, ContainerSpec, Exec, ExecSpec, ImageInfo, RegistryAuth, Result, Runtime, RuntimeError};
 
 /// The snapshotter images are unpacked into and containers run from.
 pub const SNAPSHOTTER: &str = "overlayfs";
@@ -277,5 +278,17 @@ impl Runtime for ContainerdRuntime {
 
     async fn wait_exit(&self, id: &str, timeout: std::time::Duration) -> Result<bool> {
         self.wait_task(id, timeout).await
+    }
+
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<Exec> {
+        self.exec_process(id, spec).await
+    }
+
+    async fn attach_target(&self, id: &str) -> Result<super::AttachTarget> {
+        self.find_attach_target(id).await
+    }
+
+    async fn resize(&self, id: &str, width: u16, height: u16) -> Result<()> {
+        self.resize_task(id, width, height).await
     }
 }

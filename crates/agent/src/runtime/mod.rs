@@ -204,4 +204,65 @@ pub trait Runtime: Send + Sync + 'static {
     async fn list(&self, labels: &BTreeMap<String, String>) -> Result<Vec<ContainerInfo>>;
     /// Wait until the container's process exits (or `timeout` passes): Ok(true) if it exited.
     async fn wait_exit(&self, id: &str, timeout: std::time::Duration) -> Result<bool>;
+
+    /// Run another process in the running container `id` (its namespaces,
+    /// cgroup, user and environment), with the stdio `spec` asks for.
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<Exec> {
+        let _ = spec;
+        Err(RuntimeError::Container { id: id.to_string(), message: "this runtime cannot exec processes".into() })
+    }
+
+    /// Where a client attaches to container `id`'s stdio.
+    async fn attach_target(&self, id: &str) -> Result<AttachTarget> {
+        Err(RuntimeError::Container { id: id.to_string(), message: "this runtime cannot attach".into() })
+    }
+
+    /// Resize the terminal of container `id` (tty containers).
+    async fn resize(&self, id: &str, width: u16, height: u16) -> Result<()> {
+        let _ = (width, height);
+        Err(RuntimeError::Container { id: id.to_string(), message: "this runtime cannot resize terminals".into() })
+    }
+}
+
+/// A container's stdio as `kubectl attach` reaches it: input through a FIFO
+/// the shim reads (containers with `stdin: true`), output by following its
+/// log file (docs/adr/0006-exec-attach.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachTarget {
+    pub stdin: Option<PathBuf>,
+    pub log_path: PathBuf,
+    pub tty: bool,
+}
+
+/// A process to start in a running container (`kubectl exec`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    /// A pseudo-terminal: stdout carries both output streams, stderr is unused.
+    pub tty: bool,
+}
+
+/// A started exec process: its stdio and its controls. Dropping it does not
+/// stop the process; call [`ExecControl::finish`].
+pub struct Exec {
+    pub stdin: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+    pub stdout: Option<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>>,
+    pub stderr: Option<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>>,
+    pub control: std::sync::Arc<dyn ExecControl>,
+}
+
+/// What can be done to a running exec process.
+#[async_trait::async_trait]
+pub trait ExecControl: Send + Sync {
+    /// The terminal's new size (tty only).
+    async fn resize(&self, width: u16, height: u16) -> Result<()>;
+    /// End of input: the process reads EOF once what was written is consumed.
+    async fn close_stdin(&self) -> Result<()>;
+    /// Wait for the process to exit; its exit code (128 + n when killed by signal n).
+    async fn wait(&self) -> Result<i32>;
+    /// Kill the process if it still runs and remove it and its pipes; idempotent.
+    async fn finish(&self);
 }

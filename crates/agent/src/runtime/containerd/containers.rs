@@ -18,7 +18,7 @@ use containerd_client::services::v1::{
 use containerd_client::types::v1::{Process, Status as ProcessStatus};
 use tracing::debug;
 
-use super::spec::{self, SpecContext, ANNOTATION_LOG_PATH};
+use super::spec::{self, SpecContext, ANNOTATION_LOG_PATH, ANNOTATION_STDIN};
 use super::{
     is_already_exists, is_not_found, status_message, timestamp_to_chrono, ContainerdRuntime, LABEL_STARTED_AT,
     RUNC_RUNTIME, SNAPSHOTTER,
@@ -63,8 +63,45 @@ pub(crate) fn logger_uri(program: &std::path::Path, log_path: &std::path::Path) 
     )
 }
 
+/// The FIFO that feeds the stdin of a container logging to `log_path`.
+pub(crate) fn stdin_fifo(log_path: &std::path::Path) -> std::path::PathBuf {
+    log_path.with_extension("stdin")
+}
+
 impl ContainerdRuntime {
-    async fn get_container(&self, id: &str) -> Result<Container> {
+    /// Where to attach to container `id`: its stdin FIFO (if it keeps stdin
+    /// open), its log file, and whether it has a terminal.
+    pub(crate) async fn find_attach_target(&self, id: &str) -> Result<crate::runtime::AttachTarget> {
+        let container = self.get_container(id).await?;
+        let oci: serde_json::Value = container
+            .spec
+            .as_ref()
+            .and_then(|any| serde_json::from_slice(&any.value).ok())
+            .ok_or_else(|| container_error(id, "has no readable OCI spec"))?;
+        let log_path = oci["annotations"][ANNOTATION_LOG_PATH].as_str().map(std::path::PathBuf::from);
+        let keep_stdin = oci["annotations"][ANNOTATION_STDIN].as_str() == Some("true");
+        Ok(crate::runtime::AttachTarget {
+            stdin: log_path.as_deref().filter(|_| keep_stdin).map(stdin_fifo),
+            log_path: log_path.ok_or_else(|| container_error(id, "has no log file to attach to"))?,
+            tty: oci["process"]["terminal"].as_bool().unwrap_or(false),
+        })
+    }
+
+    pub(crate) async fn resize_task(&self, id: &str, width: u16, height: u16) -> Result<()> {
+        debug!(id, width, height, "Tasks.ResizePty");
+        TasksClient::new(self.channel())
+            .resize_pty(self.request(containerd_client::services::v1::ResizePtyRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                width: u32::from(width),
+                height: u32::from(height),
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|s| container_error(id, format!("resizing its terminal: {}", status_message(&s))))
+    }
+
+    pub(crate) async fn get_container(&self, id: &str) -> Result<Container> {
         debug!(id, "Containers.Get");
         match ContainersClient::new(self.channel()).get(self.request(GetContainerRequest { id: id.to_string() })).await
         {
@@ -178,6 +215,7 @@ impl ContainerdRuntime {
             .ok_or_else(|| container_error(id, "has no readable OCI spec"))?;
         let terminal = oci["process"]["terminal"].as_bool().unwrap_or(false);
         let log_path = oci["annotations"][ANNOTATION_LOG_PATH].as_str().map(std::path::PathBuf::from);
+        let keep_stdin = oci["annotations"][ANNOTATION_STDIN].as_str() == Some("true");
 
         let mut tasks = TasksClient::new(self.channel());
         match self.get_task(id).await? {
@@ -209,12 +247,24 @@ impl ContainerdRuntime {
                     }
                     _ => String::new(),
                 };
-                debug!(id, stdout = %stdio, "Tasks.Create");
+                let stdin = match (&log_path, keep_stdin) {
+                    (Some(path), true) => {
+                        let fifo = stdin_fifo(path);
+                        if !fifo.exists() {
+                            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
+                                |e| container_error(id, format!("creating stdin FIFO {}: {e}", fifo.display())),
+                            )?;
+                        }
+                        fifo.to_string_lossy().into_owned()
+                    }
+                    _ => String::new(),
+                };
+                debug!(id, stdout = %stdio, stdin, "Tasks.Create");
                 tasks
                     .create(self.request(CreateTaskRequest {
                         container_id: id.to_string(),
                         rootfs,
-                        stdin: String::new(),
+                        stdin,
                         stdout: stdio.clone(),
                         stderr: stdio,
                         terminal,

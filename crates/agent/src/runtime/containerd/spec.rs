@@ -12,6 +12,9 @@ use crate::runtime::{ContainerSpec, Security};
 
 /// Annotation in the spec: where the container's log goes.
 pub const ANNOTATION_LOG_PATH: &str = "io.skiff.log-path";
+/// Annotation on containers whose stdin is kept open for `kubectl attach`
+/// (`stdin: true`): a FIFO beside the log file (`<n>.stdin`) feeds it.
+pub const ANNOTATION_STDIN: &str = "io.skiff.stdin";
 
 /// `PATH` for images that set none (as containerd does).
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -284,6 +287,9 @@ pub fn runtime_spec(spec: &ContainerSpec, ctx: &SpecContext<'_>) -> Result<Value
     let mut annotations = serde_json::Map::new();
     if !spec.log_path.as_os_str().is_empty() {
         annotations.insert(ANNOTATION_LOG_PATH.to_string(), json!(spec.log_path));
+    }
+    if spec.stdin {
+        annotations.insert(ANNOTATION_STDIN.to_string(), json!("true"));
     }
     let mut out = json!({
         "ociVersion": "1.0.2-dev",
