@@ -33,9 +33,12 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench: setup
+	./scripts/setup.sh --bench
 	$(CARGO) build --release -p skiff -p skiff-bench
 	./target/release/skiff-bench --skiff ./target/release/skiff
 	$(CARGO) run --release -q -p skiff-controllers --features simulator --example bench
+	$(CARGO) run --release -q -p skiff-dns --example bench -- --services 1000 --seconds 10
+	$(CARGO) run --release -q -p skiff-ingress --features bench --bin skiff-ingress-bench -- 5
 
 # Remove what an interrupted test run may have left behind (all test objects
 # carry the skiff-test prefix).

@@ -4,7 +4,12 @@
 # installs; as another user it only reports what is missing.
 set -euo pipefail
 
-PACKAGES=(ca-certificates gcc libc6-dev containerd runc nftables iproute2 util-linux curl bsdutils protobuf-compiler busybox-static docker-registry)
+PACKAGES=(ca-certificates gcc libc6-dev containerd runc nftables iproute2 util-linux curl bsdutils openssl protobuf-compiler
+  busybox-static docker-registry etcd-server etcd-client)
+# `setup.sh --bench` adds what `make bench` compares against.
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(dnsperf unbound wrk nginx-light iperf3)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -18,6 +23,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Packages that enable a service of their own (etcd, unbound, nginx) must not
+# hold ports the tests and benchmarks use; tests start their own instances.
+if [ -d /run/systemd/system ]; then
+  for unit in etcd unbound nginx; do
+    systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  done
 fi
 
 # The docker-registry package starts a registry on :5000 through systemd

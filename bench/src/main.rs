@@ -12,6 +12,7 @@
 mod api;
 mod baseline;
 mod client;
+mod etcd;
 mod load;
 mod patch;
 mod report;
@@ -154,6 +155,8 @@ async fn run(args: &Args) -> Result<()> {
     let table = report::table(&rows);
     let notes = report::notes(&figures, &store, &machine, &plan);
     let header = report::header(&machine);
+    let etcd = etcd::run(&args.skiff, work.path(), &plan).await?;
+    let notes = format!("{notes}{etcd}");
     println!("{header}\n{table}\n{notes}");
     if args.no_write || args.quick {
         eprintln!("skiff-bench: not writing {}", args.out.display());

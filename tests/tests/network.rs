@@ -81,7 +81,8 @@ fn by_name<'a>(pods: &'a [Value], name: &str) -> &'a Value {
 }
 
 fn svc_field(c: &Nodes, name: &str, pointer: &str) -> String {
-    let out = c.kubectl(&["get", "svc", name, "-o", "json"]);
+    let (ns, name) = if name == "kube-dns" { ("kube-system", name) } else { ("default", name) };
+    let out = c.kubectl(&["get", "svc", name, "-n", ns, "-o", "json"]);
     out.success();
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     match &v.pointer(pointer) {
@@ -185,6 +186,16 @@ fn pods_and_services_across_two_nodes() {
         assert!(took < Duration::from_millis(500), "{target}: rejected after {took:?} ({err})");
         assert!(err.contains("refused") || err.contains("Couldn't connect"), "{target}: {err}");
     }
+
+    // cluster DNS from inside a pod: the Service by short name (search path), FQDN, and a miss
+    let dns = c.kubectl(&["exec", "client", "--", "nslookup", "web.default.svc.cluster.local"]);
+    assert!(dns.stdout.contains(&vip), "nslookup web: {}{}", dns.stdout, dns.stderr);
+    let dns_svc = svc_field(&c, "kube-dns", "/spec/clusterIP");
+    assert_eq!(dns_svc, "10.96.0.10");
+    let short = c.kubectl(&["exec", "client", "--", "sh", "-c", "printf 'GET / HTTP/1.0\r\n\r\n' | nc web 80"]);
+    assert!(short.stdout.contains("Hello from web-"), "nc web 80: {}{}", short.stdout, short.stderr);
+    let miss = c.kubectl(&["exec", "client", "--", "nslookup", "nothing-here.default.svc.cluster.local"]);
+    assert!(miss.code != Some(0) || miss.stdout.contains("NXDOMAIN"), "{}", miss.stdout);
 
     // a pod turning not-ready stops receiving traffic
     std::fs::remove_file(empty_dir(&c, w2, "ready").join("ok")).unwrap();

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod config_file;
+mod datastore;
 
 #[derive(Parser, Debug)]
 #[command(name = "skiff", version, about = "A single-binary orchestrator that speaks the Kubernetes API")]
@@ -21,8 +22,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a server: API server and its store (controllers and node agent come later)
-    Server(ServerArgs),
+    /// Run a server: API server, store, control loops, and a node agent with the pod network, DNS and ingress
+    Server(Box<ServerArgs>),
     /// Print the admin kubeconfig of the server whose data dir is given
     Kubeconfig(KubeconfigArgs),
     /// Run a node agent that joins a server and runs the pods bound to this node
@@ -40,7 +41,7 @@ enum Command {
 
 #[derive(Parser, Debug, Clone)]
 struct AgentArgs {
-    /// The server to join, e.g. https://10.0.0.1:6443
+    /// The server to join, e.g. https://10.0.0.1:6443; several, comma-separated, to fail over between
     #[arg(long, env = "SKIFF_URL")]
     server: String,
     /// The join token (in `<data-dir>/token` on the server)
@@ -69,6 +70,9 @@ struct AgentArgs {
     /// The cluster's pod range, as given to the server's --cluster-cidr
     #[arg(long, default_value = "10.244.0.0/16", value_parser = parse_cluster_cidr)]
     cluster_cidr: ipnet::Ipv4Net,
+    /// Built-in components not to run on this node: ingress (alias traefik), dns (alias coredns)
+    #[arg(long, value_delimiter = ',', value_parser = parse_component)]
+    disable: Vec<String>,
 }
 
 /// Pod network flags shared by `skiff server` and `skiff agent`.
@@ -81,10 +85,23 @@ struct NetworkArgs {
     /// Do not program Services into nftables on this node
     #[arg(long)]
     disable_kube_proxy: bool,
+    /// Port of the built-in ingress proxy's plain HTTP listener on every node address
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// Port of the built-in ingress proxy's HTTPS listener on every node address
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
 }
 
 impl NetworkArgs {
-    fn options(&self, cluster_cidr: ipnet::Ipv4Net) -> Result<Option<skiff_agent::network::NetworkOptions>> {
+    /// The agent's pod network options; `disabled` are the `--disable` components, `server` says whether
+    /// this node writes Ingress status (the server's own node does).
+    fn options(
+        &self,
+        cluster_cidr: ipnet::Ipv4Net,
+        disabled: &[String],
+        server: bool,
+    ) -> Result<Option<skiff_agent::network::NetworkOptions>> {
         if self.flannel_backend == "none" {
             return Ok(None);
         }
@@ -92,6 +109,12 @@ impl NetworkArgs {
         let mut opts = skiff_agent::network::NetworkOptions::new(cluster_cidr);
         opts.backend = backend;
         opts.proxy = !self.disable_kube_proxy;
+        opts.addons.dns = !disabled.iter().any(|d| d == "dns");
+        opts.addons.ingress = (!disabled.iter().any(|d| d == "ingress")).then(|| skiff_agent::addons::IngressOptions {
+            http_port: self.ingress_http_port,
+            https_port: self.ingress_https_port,
+            update_status: server,
+        });
         Ok(Some(opts))
     }
 }
@@ -188,6 +211,8 @@ struct ServerArgs {
     /// How long pods stay on a NotReady node before they are evicted, unless they tolerate longer: seconds, or "300s", "5m"
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pod_eviction_timeout: std::time::Duration,
+    #[command(flatten)]
+    datastore: datastore::DatastoreArgs,
 }
 
 /// A duration as plain seconds ("40") or with units ("40s", "5m", "1h30m", "500ms").
@@ -242,7 +267,7 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Command::Server(args) => run_server(args),
+        Command::Server(args) => run_server(*args),
         Command::Kubeconfig(args) => print_kubeconfig(args),
         Command::Agent(args) => run_agent(args),
         Command::Image(cmd) => run_image(cmd),
@@ -383,13 +408,18 @@ fn run_server(args: ServerArgs) -> Result<()> {
     } else {
         args.bind_address
     });
+    // Fail on bad datastore flags before anything is created.
+    args.datastore.etcd_options()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async move {
-        let db = args.data_dir.join("db");
-        let store = skiff_store::SledStore::open(skiff_store::SledOptions::new(db.clone())).with_context(|| {
-            format!("opening the store at {} (is another skiff server using this --data-dir?)", db.display())
-        })?;
-        let store: skiff_store::DynStore = store;
+        let opened = args.datastore.open(&args.data_dir).await?;
+        let store = opened.dyn_store();
+        let token = if opened.is_shared() {
+            datastore::share_cluster_secrets(store.as_ref(), &args.data_dir.join("tls"), token, args.token.is_some())
+                .await?
+        } else {
+            token
+        };
         let config = skiff_apiserver::Config {
             tls_dir: args.data_dir.join("tls"),
             bind: SocketAddr::new(args.bind_address, args.https_listen_port),
@@ -406,6 +436,9 @@ fn run_server(args: ServerArgs) -> Result<()> {
         let kc = kubeconfig(&server_url(args.bind_address, running.addr.port()), &running.tls);
         write_private(&kubeconfig_path, kc.as_bytes())?;
         let controllers = start_controllers(&args, &running).await?;
+        if !args.disable.iter().any(|d| d == "dns") {
+            ensure_dns_service(&args, &running).await?;
+        }
         let agent = if args.disable_agent {
             tracing::info!("node agent disabled (--disable-agent)");
             None
@@ -421,7 +454,22 @@ fn run_server(args: ServerArgs) -> Result<()> {
         controllers.stop().await;
         running.shutdown().await;
         drop(store);
+        opened.close();
         Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// The kube-dns Service (ClusterIP `--cluster-dns`) the nodes' DNS servers publish their endpoints for.
+async fn ensure_dns_service(args: &ServerArgs, running: &skiff_apiserver::Running) -> Result<()> {
+    let url = server_url(args.bind_address, running.addr.port());
+    let tls = &running.tls;
+    let client =
+        skiff_controllers::client_from_pem(&url, &tls.ca_cert_pem, &tls.admin_cert_pem, &tls.admin_key_pem).await?;
+    skiff_agent::addons::ensure_dns_service(&client, args.cluster_dns).await.with_context(|| {
+        format!(
+            "creating the kube-dns Service with ClusterIP {} (--cluster-dns must be inside --service-cidr)",
+            args.cluster_dns
+        )
     })
 }
 
@@ -465,7 +513,7 @@ async fn start_embedded_agent(
     opts.container_runtime_endpoint = args.container_runtime_endpoint.clone();
     opts.cluster_dns = args.cluster_dns;
     opts.cluster_domain = args.cluster_domain.clone();
-    opts.network = args.network.options(args.cluster_cidr)?;
+    opts.network = args.network.options(args.cluster_cidr, &args.disable, true)?;
     let agent = skiff_agent::start_agent(opts).await.with_context(|| {
         format!(
             "starting the node agent (containerd at --container-runtime-endpoint {}); run `skiff server --disable-agent` for a server without one",
@@ -481,15 +529,24 @@ fn run_agent(args: AgentArgs) -> Result<()> {
         bail!("--token: the token must not be empty (it is in <data-dir>/token on the server)");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let servers = skiff_agent::client::server_list(&args.server)?;
     runtime.block_on(async move {
-        let mut opts =
-            skiff_agent::AgentOptions::new(args.server.clone(), args.token.trim(), args.data_dir.join("agent"));
+        // Several servers: the agent talks to a loopback forwarder that fails over between them.
+        let (server, _proxy, node_ip) = if servers.len() > 1 {
+            let proxy = skiff_agent::client::FailoverProxy::start(servers.clone()).await?;
+            let node_ip =
+                args.node_ip.or_else(|| servers.iter().find_map(|s| skiff_agent::client::local_ip_towards(s)));
+            (proxy.url().to_owned(), Some(proxy), node_ip)
+        } else {
+            (servers[0].clone(), None, args.node_ip)
+        };
+        let mut opts = skiff_agent::AgentOptions::new(server, args.token.trim(), args.data_dir.join("agent"));
         opts.node_name = args.node_name.clone();
-        opts.node_ip = args.node_ip;
+        opts.node_ip = node_ip;
         opts.container_runtime_endpoint = args.container_runtime_endpoint.clone();
         opts.cluster_dns = args.cluster_dns;
         opts.cluster_domain = args.cluster_domain.clone();
-        opts.network = args.network.options(args.cluster_cidr)?;
+        opts.network = args.network.options(args.cluster_cidr, &args.disable, false)?;
         let agent = skiff_agent::start_agent(opts).await.context("starting the node agent")?;
         let agent = spawn_agent(agent);
         wait_for_signal().await;
@@ -517,12 +574,21 @@ async fn start_controllers(args: &ServerArgs, running: &skiff_apiserver::Running
     let tls = &running.tls;
     let client =
         skiff_controllers::client_from_pem(&url, &tls.ca_cert_pem, &tls.admin_cert_pem, &tls.admin_key_pem).await?;
+    // With --node-name the leader Lease names the server holding it.
+    let identity = args.node_name.as_ref().map(|n| format!("{n}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let opts = skiff_controllers::ControllerOptions {
+        identity,
         node_monitor_grace_period: args.node_monitor_grace_period,
         pod_eviction_timeout: args.pod_eviction_timeout,
         cluster_cidr: args.cluster_cidr,
         service_lb_pool: args.service_lb_pool,
         disabled: args.disable.iter().filter(|c| *c == "servicelb").cloned().collect(),
+        // Shorter than Kubernetes' 15 s / 10 s / 2 s, so that when a server
+        // sharing the datastore dies another takes the loops over within
+        // 15 s: at worst lease + 2 retry periods after the last renewal.
+        lease_duration: std::time::Duration::from_secs(10),
+        renew_deadline: std::time::Duration::from_secs(7),
+        retry_period: std::time::Duration::from_secs(1),
         ..Default::default()
     };
     let (stop, rx) = tokio::sync::watch::channel(false);

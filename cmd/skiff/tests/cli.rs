@@ -278,3 +278,69 @@ async fn a_second_server_on_a_taken_port_exits_naming_the_address() {
     let access = Access::from_kubeconfig_file(&first.kubeconfig(), &dir.path().join("scratch")).unwrap();
     access.kubectl(V1_33, &["get", "ns", "default"]).success();
 }
+
+#[test]
+fn bad_datastore_flags_exit_1_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--datastore-endpoint", "mysql://db:3306"],
+            "--datastore-endpoint \"mysql://db:3306\": only etcd is supported",
+        ),
+        (
+            &["--datastore-endpoint", "etcd://host"],
+            "--datastore-endpoint \"etcd://host\": member \"host\" is not host:port",
+        ),
+        (&["--datastore-cafile", "/nonexistent/ca.crt"], "need --datastore-endpoint"),
+        (
+            &["--datastore-endpoint", "etcd://127.0.0.1:2379", "--datastore-certfile", "/nonexistent/c.crt"],
+            "--datastore-certfile and --datastore-keyfile go together",
+        ),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["server", "--disable-agent", "--data-dir", d];
+        args.extend_from_slice(flags);
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {stderr}");
+        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+    }
+    // The same keys work in a --config file.
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "datastore-endpoint: etcd://host\n").unwrap();
+    let out = run(&["server", "--disable-agent", "--data-dir", d, "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--datastore-endpoint \"etcd://host\""), "{stderr}");
+    assert!(!dir.path().join("kubeconfig.yaml").exists());
+}
+
+#[test]
+fn an_unreachable_etcd_exits_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let endpoint = format!("etcd://127.0.0.1:{port}");
+    let out = run(&[
+        "server",
+        "--disable-agent",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--datastore-endpoint",
+        &endpoint,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("--datastore-endpoint: cannot use etcd at 127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn an_agent_server_list_must_be_https_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out =
+        run(&["agent", "--data-dir", d, "--token", "x", "--server", "https://127.0.0.1:6443,http://127.0.0.1:6444"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--server \"http://127.0.0.1:6444\": expected an https:// URL"), "{stderr}");
+}

@@ -3,6 +3,12 @@
 //! against the hash a k3s-style token carries (`K10<sha256 of the CA
 //! PEM>::<user>:<secret>`), then talk to the server with that CA and the
 //! whole token as a bearer token.
+//!
+//! An agent given several servers (`--server https://a:6443,https://b:6443`)
+//! talks to them through [`FailoverProxy`], a TCP forwarder on loopback (as
+//! k3s' agent load balancer): each new connection goes to the server that
+//! answered last, or to the next one that accepts. Every server's
+//! certificate names 127.0.0.1, and TLS runs end to end through it.
 
 use std::sync::Arc;
 
@@ -168,9 +174,153 @@ pub async fn connect(server: &str, token: &str) -> Result<kube::Client, ClientEr
     client(server, token, &ca)
 }
 
+/// The servers of a comma-separated `--server` list, each checked to be an
+/// https:// URL.
+pub fn server_list(servers: &str) -> Result<Vec<String>, ClientError> {
+    let list: Vec<String> = servers.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    if list.is_empty() {
+        return Err(ClientError::BadUrl(servers.into()));
+    }
+    for server in &list {
+        server_address(server)?;
+    }
+    Ok(list)
+}
+
+/// `host:port` of an https:// server URL.
+fn server_address(server: &str) -> Result<(String, u16), ClientError> {
+    let uri: http::Uri = server.parse().map_err(|_| ClientError::BadUrl(server.into()))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(ClientError::BadUrl(server.into()));
+    }
+    let host = uri.host().ok_or_else(|| ClientError::BadUrl(server.into()))?.trim_matches(['[', ']']).to_string();
+    Ok((host, uri.port_u16().unwrap_or(443)))
+}
+
+/// A loopback TCP forwarder in front of several API servers; see the module
+/// docs. It runs until dropped.
+pub struct FailoverProxy {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FailoverProxy {
+    /// Listen on 127.0.0.1 (a free port) in front of `servers`.
+    pub async fn start(servers: Vec<String>) -> Result<FailoverProxy, ClientError> {
+        let mut addresses = Vec::with_capacity(servers.len());
+        for server in &servers {
+            addresses.push(server_address(server)?);
+        }
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| ClientError::Client(format!("listening on loopback for the server list: {e}")))?;
+        let port = listener.local_addr().map_err(|e| ClientError::Client(e.to_string()))?.port();
+        let preferred = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let addresses = Arc::new(addresses);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else { continue };
+                tokio::spawn(forward(inbound, addresses.clone(), preferred.clone()));
+            }
+        });
+        Ok(FailoverProxy { url: format!("https://127.0.0.1:{port}"), task })
+    }
+
+    /// The URL to give the API client.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for FailoverProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connect to the preferred server, else the next ones in turn, and pipe.
+async fn forward(
+    mut inbound: tokio::net::TcpStream,
+    servers: Arc<Vec<(String, u16)>>,
+    preferred: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    let first = preferred.load(Ordering::Relaxed);
+    for i in 0..servers.len() {
+        let at = (first + i) % servers.len();
+        let (host, port) = &servers[at];
+        let connect = tokio::net::TcpStream::connect((host.as_str(), *port));
+        match tokio::time::timeout(std::time::Duration::from_secs(3), connect).await {
+            Ok(Ok(mut outbound)) => {
+                if at != first {
+                    tracing::info!(server = %format!("{host}:{port}"), "API server unreachable; failed over to the next one");
+                    preferred.store(at, Ordering::Relaxed);
+                }
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                return;
+            }
+            Ok(Err(e)) => tracing::debug!(server = %format!("{host}:{port}"), error = %e, "API server refused"),
+            Err(_) => tracing::debug!(server = %format!("{host}:{port}"), "API server did not answer within 3s"),
+        }
+    }
+    tracing::warn!("no API server in the --server list accepts connections");
+}
+
+/// The local address that routes to `server` (this node's IP as the server
+/// sees it), found without sending anything.
+pub fn local_ip_towards(server: &str) -> Option<std::net::IpAddr> {
+    let (host, port) = server_address(server).ok()?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).ok()?.next()?;
+    let bind = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(addr).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_lists_parse() {
+        assert_eq!(
+            server_list("https://a:6443, https://b:6443").unwrap(),
+            ["https://a:6443".to_string(), "https://b:6443".to_string()]
+        );
+        assert!(
+            matches!(server_list("https://a:6443,http://b:6443"), Err(ClientError::BadUrl(u)) if u == "http://b:6443")
+        );
+        assert!(server_list(" , ").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_proxy_fails_over_to_the_next_server() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A port nothing listens on, then a server that says who it is.
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_port = dead.local_addr().unwrap().port();
+        drop(dead);
+        let alive = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let alive_port = alive.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = alive.accept().await {
+                let _ = s.write_all(b"alive").await;
+            }
+        });
+        let proxy = FailoverProxy::start(vec![
+            format!("https://127.0.0.1:{dead_port}"),
+            format!("https://127.0.0.1:{alive_port}"),
+        ])
+        .await
+        .unwrap();
+        let port: u16 = proxy.url().rsplit(':').next().unwrap().parse().unwrap();
+        for _ in 0..2 {
+            let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut got = String::new();
+            c.read_to_string(&mut got).await.unwrap();
+            assert_eq!(got, "alive");
+        }
+    }
 
     #[test]
     fn token_hash_is_checked() {

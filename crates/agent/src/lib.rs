@@ -15,6 +15,7 @@
 //! - `logs`: container log files and `kubectl logs` semantics.
 //! - `http`: the agent's HTTP endpoints (container logs) as an axum router.
 
+pub mod addons;
 pub mod agent;
 pub mod client;
 pub mod config;

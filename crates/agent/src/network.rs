@@ -49,6 +49,8 @@ pub struct NetworkOptions {
     pub proxy: bool,
     /// How long the proxy gathers changes before one nftables transaction.
     pub proxy_debounce: Duration,
+    /// Cluster DNS and ingress on this node.
+    pub addons: crate::addons::AddonOptions,
 }
 
 impl NetworkOptions {
@@ -58,6 +60,7 @@ impl NetworkOptions {
             backend: Backend::HostGw,
             proxy: true,
             proxy_debounce: Duration::from_millis(50),
+            addons: crate::addons::AddonOptions::default(),
         }
     }
 }
@@ -141,6 +144,7 @@ pub async fn start(
         };
         tokio::spawn(crate::proxy::run(client.clone(), proxy_cfg, skiff_net::proxy::Proxy::new(), shutdown.clone()));
     }
+    crate::addons::start(client, cfg, &opts.addons, gateway(&bridge), shutdown);
     Ok(bridge)
 }
 

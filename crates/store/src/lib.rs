@@ -7,9 +7,12 @@
 //! recent events and answer [`StoreError::Expired`] (HTTP 410) beyond it.
 //!
 //! The trait is the seam for backends: [`SledStore`] (embedded, the default)
-//! and, later, etcd.
+//! and [`EtcdStore`] (several API servers on one etcd).
 
+mod etcd_backend;
 mod sled_backend;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod window;
 
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use etcd_backend::{EtcdOptions, EtcdStore, EtcdTls, COMPACT_KEY};
 pub use sled_backend::{SledOptions, SledStore};
 
 /// A cluster-wide revision. Revision 0 means "nothing written yet".
