@@ -194,6 +194,15 @@ fn pods_and_services_across_two_nodes() {
     assert_eq!(dns_svc, "10.96.0.10");
     let short = c.kubectl(&["exec", "client", "--", "sh", "-c", "printf 'GET / HTTP/1.0\r\n\r\n' | nc web 80"]);
     assert!(short.stdout.contains("Hello from web-"), "nc web 80: {}{}", short.stdout, short.stderr);
+    // the search path (ndots:5): `svc.namespace`, and an absolute name with its trailing dot
+    // (through the C library's resolver, which applies the search path; busybox nslookup does not)
+    let out =
+        c.kubectl(&["exec", "client", "--", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc web.default 80"]);
+    assert!(out.stdout.contains("Hello from web-"), "nc web.default 80: {}{}", out.stdout, out.stderr);
+    let out = c.kubectl(&["exec", "client", "--", "nslookup", "web.default.svc.cluster.local."]);
+    assert!(out.stdout.contains(&vip), "nslookup with a trailing dot: {}{}", out.stdout, out.stderr);
+    let conf = c.kubectl(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
+    conf.success().stdout_has("nameserver 10.96.0.10").stdout_has("default.svc.cluster.local").stdout_has("ndots:5");
     let miss = c.kubectl(&["exec", "client", "--", "nslookup", "nothing-here.default.svc.cluster.local"]);
     assert!(miss.code != Some(0) || miss.stdout.contains("NXDOMAIN"), "{}", miss.stdout);
 
