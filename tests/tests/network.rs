@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -266,4 +267,29 @@ spec:
     c.wait_ready(Duration::from_secs(60));
     assert_eq!(ip_of(&c.pod("local-web")), before);
     assert_eq!(c.http_get(&c.external, &url).unwrap().trim(), "Hello from local-web");
+}
+
+#[test]
+fn pods_reach_each_other_over_vxlan() {
+    let c = Nodes::start(NodesOptions { node_flags: vec!["--flannel-backend=vxlan".into()], ..Default::default() });
+    let (n1, n2) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
+    c.apply(&web_pod("vx-1", &n1, "vx", ""));
+    c.apply(&web_pod("vx-2", &n2, "vx", ""));
+    c.apply(&service("vx", "vx", "ClusterIP", ""));
+    let pods = c.wait_pods_ready("app=vx", 2, Duration::from_secs(90));
+    let (p1, p2) = (by_name(&pods, "vx-1"), by_name(&pods, "vx-2"));
+    let ns1 = c.pod_netns(p1);
+    // across nodes through the tunnel, with the client's own address kept
+    assert_eq!(c.http_get(&ns1, &format!("http://{}:8080/", ip_of(p2))).unwrap().trim(), "Hello from vx-2");
+    let seen = c.http_get(&ns1, &format!("http://{}:8080/cgi-bin/ip", ip_of(p2))).unwrap();
+    assert_eq!(plain(&seen), ip_of(p1));
+    let vip = svc_field(&c, "vx", "/spec/clusterIP");
+    assert_eq!(answers(&c, &ns1, &format!("http://{vip}/"), 30).len(), 2);
+    // what carries it: the VXLAN device, a route on it, and the pods' MTU less the 50 bytes of VXLAN
+    let route = Command::new("ip").args(["-n", &c.nodes[0].ns_name, "route", "show", "proto", "99"]).output().unwrap();
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    assert!(route.contains("dev skiff.vxlan") && route.contains("onlink"), "routes on node 1: {route}");
+    let link = c.run_in(&ns1, &["ip", "-o", "link", "show", "eth0"], Duration::from_secs(5));
+    let link = String::from_utf8_lossy(&link.stdout).into_owned();
+    assert!(link.contains(" mtu 1450 "), "the pod's eth0: {link}");
 }

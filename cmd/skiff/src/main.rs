@@ -78,8 +78,9 @@ struct AgentArgs {
 /// Pod network flags shared by `skiff server` and `skiff agent`.
 #[derive(Parser, Debug, Clone)]
 struct NetworkArgs {
-    /// How pods reach pods on other nodes: host-gw (routes via node addresses; nodes on one segment), or none
-    /// (pods get only loopback, no service proxy)
+    /// How pods reach pods on other nodes: host-gw (routes via node addresses; nodes on one segment), vxlan
+    /// (tunnelled in UDP 8472 to node addresses; nodes only need IP reachability), or none (pods get only
+    /// loopback, no service proxy)
     #[arg(long, default_value = "host-gw")]
     flannel_backend: String,
     /// Do not program Services into nftables on this node
@@ -110,11 +111,12 @@ impl NetworkArgs {
         opts.backend = backend;
         opts.proxy = !self.disable_kube_proxy;
         opts.addons.dns = !disabled.iter().any(|d| d == "dns");
-        opts.addons.ingress = (!disabled.iter().any(|d| d == "ingress")).then(|| skiff_agent::addons::IngressOptions {
+        let ingress = skiff_agent::addons::IngressOptions {
             http_port: self.ingress_http_port,
             https_port: self.ingress_https_port,
             update_status: server,
-        });
+        };
+        opts.addons.ingress = (!disabled.iter().any(|d| d == "ingress")).then_some(ingress);
         Ok(Some(opts))
     }
 }

@@ -24,6 +24,9 @@ pub enum Backend {
     /// A route to every other node's podCIDR via that node's address: nodes
     /// must share a layer-2 segment (or a router that knows the podCIDRs).
     HostGw,
+    /// Pod traffic to other nodes is wrapped in VXLAN (UDP 8472) to their
+    /// node addresses: nodes only need to reach each other by IP.
+    Vxlan,
 }
 
 impl std::str::FromStr for Backend {
@@ -32,7 +35,7 @@ impl std::str::FromStr for Backend {
     fn from_str(s: &str) -> Result<Backend, String> {
         match s {
             "host-gw" => Ok(Backend::HostGw),
-            "vxlan" => Err("vxlan is not implemented yet: use host-gw (nodes on one segment) or none".into()),
+            "vxlan" => Ok(Backend::Vxlan),
             other => Err(format!("{other:?} is not a pod network backend: use host-gw, or none for no pod network")),
         }
     }
@@ -105,6 +108,28 @@ fn internal_ipv4(node: &Node) -> Option<Ipv4Addr> {
     addrs.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<Ipv4Addr>().ok())
 }
 
+/// The annotation where each node's agent publishes its VXLAN device's MAC.
+pub const VTEP_MAC_ANNOTATION: &str = "skiff.io/vtep-mac";
+
+/// The other nodes' VTEPs (those that published their MAC).
+pub fn vxlan_peers(nodes: &[Arc<Node>], own: &str) -> Vec<skiff_net::vxlan::VxlanPeer> {
+    let mut out: Vec<skiff_net::vxlan::VxlanPeer> = nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref() != Some(own))
+        .filter_map(|n| {
+            let pod_cidr = n.spec.as_ref()?.pod_cidr.as_deref()?.parse::<Ipv4Net>().ok()?;
+            let mac = n.metadata.annotations.as_ref()?.get(VTEP_MAC_ANNOTATION)?;
+            Some(skiff_net::vxlan::VxlanPeer {
+                pod_cidr,
+                node_ip: internal_ipv4(n)?,
+                mac: skiff_net::vxlan::parse_mac(mac)?,
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The other nodes' podCIDRs and the addresses that reach them.
 pub fn peer_routes(nodes: &[Arc<Node>], own: &str) -> Vec<(Ipv4Net, Ipv4Addr)> {
     let mut out: Vec<(Ipv4Net, Ipv4Addr)> = nodes
@@ -130,10 +155,22 @@ pub async fn start(
     let Some(pod_cidr) = wait_pod_cidr(client, &cfg.node_name, shutdown).await else {
         return Err(NetworkError::Stopped(cfg.node_name.clone()));
     };
-    let bridge = BridgeNetwork::new(BridgeConfig::new(pod_cidr, opts.cluster_cidr, cfg.data_dir.join("net")))?;
+    let mut bridge_cfg = BridgeConfig::new(pod_cidr, opts.cluster_cidr, cfg.data_dir.join("net"));
+    if opts.backend == Backend::Vxlan {
+        let IpAddr::V4(local) = cfg.node_ip else {
+            return Err(NetworkError::Net(skiff_net::Error::Node {
+                message: format!("--flannel-backend=vxlan needs an IPv4 node address, not {}", cfg.node_ip),
+            }));
+        };
+        bridge_cfg.vxlan = Some(skiff_net::vxlan::VxlanConfig::new(local));
+    }
+    let bridge = BridgeNetwork::new(bridge_cfg)?;
     let status = bridge.start().await?;
     tracing::info!(%pod_cidr, gateway = %status.gateway, mtu = status.mtu, "pod network up");
-    tokio::spawn(keep_routes(client.clone(), cfg.node_name.clone(), bridge.clone(), shutdown.clone()));
+    if let Some(mac) = status.vtep_mac {
+        publish_vtep_mac(client, &cfg.node_name, &mac, shutdown).await;
+    }
+    tokio::spawn(keep_routes(client.clone(), cfg.node_name.clone(), bridge.clone(), opts.backend, shutdown.clone()));
     tokio::spawn(collect_leaks(client.clone(), cfg.node_name.clone(), bridge.clone(), shutdown.clone()));
     if opts.proxy {
         let proxy_cfg = crate::proxy::ProxyConfig {
@@ -148,8 +185,32 @@ pub async fn start(
     Ok(bridge)
 }
 
-/// host-gw: follow the Nodes and keep a route to each other node's podCIDR.
-async fn keep_routes(client: kube::Client, own: String, bridge: BridgeNetwork, shutdown: CancellationToken) {
+/// Write this node's VTEP MAC into its Node's annotations (retried until it sticks or the agent stops).
+async fn publish_vtep_mac(client: &kube::Client, node: &str, mac: &[u8; 6], shutdown: &CancellationToken) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {VTEP_MAC_ANNOTATION: skiff_net::vxlan::format_mac(mac)}}});
+    loop {
+        match nodes.patch(node, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(error = %e, "publishing this node's VXLAN MAC failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Follow the Nodes and keep this node's way to each other node's podCIDR:
+/// host-gw routes, or VXLAN neighbours, forwarding entries and routes.
+async fn keep_routes(
+    client: kube::Client,
+    own: String,
+    bridge: BridgeNetwork,
+    backend: Backend,
+    shutdown: CancellationToken,
+) {
     let (store, writer) = reflector::store::<Node>();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let watch = reflector(writer, watcher(Api::<Node>::all(client), watcher::Config::default()))
@@ -159,7 +220,7 @@ async fn keep_routes(client: kube::Client, own: String, bridge: BridgeNetwork, s
             futures::future::ready(())
         });
     let watch = tokio::spawn(watch);
-    let mut last: Option<Vec<(Ipv4Net, Ipv4Addr)>> = None;
+    let mut last: Option<String> = None;
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
@@ -168,14 +229,29 @@ async fn keep_routes(client: kube::Client, own: String, bridge: BridgeNetwork, s
             // routes someone removed by hand come back
             _ = resync.tick() => last = None,
         }
-        let want = peer_routes(&store.state(), &own);
-        if last.as_ref() == Some(&want) {
-            continue;
-        }
-        match bridge.set_peer_routes(want.clone()).await {
+        let nodes = store.state();
+        let (result, key) = match backend {
+            Backend::HostGw => {
+                let want = peer_routes(&nodes, &own);
+                let key = format!("{want:?}");
+                if last.as_ref() == Some(&key) {
+                    continue;
+                }
+                (bridge.set_peer_routes(want).await, key)
+            }
+            Backend::Vxlan => {
+                let want = vxlan_peers(&nodes, &own);
+                let key = format!("{want:?}");
+                if last.as_ref() == Some(&key) {
+                    continue;
+                }
+                (bridge.set_vxlan_peers(want).await, key)
+            }
+        };
+        match result {
             Ok(()) => {
-                tracing::debug!(routes = want.len(), "routes to other nodes' pods set");
-                last = Some(want);
+                tracing::debug!(peers = %key, "ways to other nodes' pods set");
+                last = Some(key);
             }
             Err(e) => tracing::warn!(error = %e, "setting routes to other nodes' pods failed; retrying"),
         }
@@ -249,7 +325,7 @@ mod tests {
     #[test]
     fn backend_names_are_checked() {
         assert_eq!("host-gw".parse::<Backend>(), Ok(Backend::HostGw));
-        assert!("vxlan".parse::<Backend>().unwrap_err().contains("not implemented"));
+        assert_eq!("vxlan".parse::<Backend>(), Ok(Backend::Vxlan));
         assert!("wireguard".parse::<Backend>().unwrap_err().contains("host-gw"));
     }
 }

@@ -49,8 +49,11 @@ pub struct BridgeConfig {
     /// The node's network namespace: `None` is this process's (a real node);
     /// tests and namespace-per-node clusters pin one.
     pub node_netns: Option<PathBuf>,
-    /// The pods' MTU; `None` takes the uplink's (the default route's device).
+    /// The pods' MTU; `None` takes the uplink's (the default route's device),
+    /// less the VXLAN overhead with that backend.
     pub mtu: Option<u32>,
+    /// `Some`: reach other nodes' pods through VXLAN instead of host-gw routes.
+    pub vxlan: Option<crate::vxlan::VxlanConfig>,
 }
 
 impl BridgeConfig {
@@ -62,6 +65,7 @@ impl BridgeConfig {
             data_dir: data_dir.into(),
             node_netns: None,
             mtu: None,
+            vxlan: None,
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct NodeStatus {
     /// on the same node through a Service sees replies from the pod's own
     /// address instead of the Service's.
     pub bridge_netfilter: bool,
+    /// The VXLAN device's MAC (the VXLAN backend): other nodes need it.
+    pub vtep_mac: Option<[u8; 6]>,
 }
 
 /// The [`PodNetwork`] of a node: call [`BridgeNetwork::start`] once before
@@ -131,6 +137,13 @@ impl BridgeNetwork {
         blocking(move || inner.set_peer_routes(peers)).await
     }
 
+    /// The VXLAN backend's peers: neighbour, forwarding entries and routes for
+    /// each, and Skiff's routes to nodes no longer listed removed.
+    pub async fn set_vxlan_peers(&self, peers: Vec<crate::vxlan::VxlanPeer>) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || inner.set_vxlan_peers(peers)).await
+    }
+
     /// Collect what pods that are gone left behind: their addresses and
     /// host-side veths. `live_pod_uids` are the UIDs of every pod the node
     /// still runs. Returns the addresses released.
@@ -183,19 +196,28 @@ impl Inner {
         }
         let (bridge, gateway, prefix, mtu_cfg) =
             (self.cfg.bridge.clone(), self.ipam.gateway(), self.cfg.pod_cidr.prefix_len(), self.cfg.mtu);
+        let (vxlan, pod_cidr) = (self.cfg.vxlan, self.cfg.pod_cidr);
         let label = self.node_label();
-        let mtu = netlink(self.node_ns(), &label, move |h| async move {
-            let mtu = match mtu_cfg {
-                Some(m) => m,
-                None => uplink_mtu(&h).await?.unwrap_or(1500),
+        let (mtu, vtep_mac) = netlink(self.node_ns(), &label, move |h| async move {
+            let uplink = uplink_mtu(&h).await?.unwrap_or(1500);
+            let mtu = match (mtu_cfg, vxlan) {
+                (Some(m), _) => m,
+                (None, Some(_)) => uplink - crate::vxlan::OVERHEAD,
+                (None, None) => uplink,
             };
             ensure_bridge(&h, &bridge, gateway, prefix, mtu).await?;
-            Ok(mtu)
+            let vtep_mac = match vxlan {
+                Some(v) => {
+                    Some(crate::vxlan::ensure_device(&h, &v, pod_cidr, uplink - crate::vxlan::OVERHEAD).await?.1)
+                }
+                None => None,
+            };
+            Ok((mtu, vtep_mac))
         })?;
         self.mtu.store(mtu, Ordering::Relaxed);
         self.masquerade_egress()?;
-        tracing::info!(bridge = %self.cfg.bridge, %gateway, mtu, bridge_netfilter, "pod network ready");
-        Ok(NodeStatus { gateway, mtu, bridge_netfilter })
+        tracing::info!(bridge = %self.cfg.bridge, %gateway, mtu, bridge_netfilter, vxlan = vtep_mac.is_some(), "pod network ready");
+        Ok(NodeStatus { gateway, mtu, bridge_netfilter, vtep_mac })
     }
 
     /// `pod-egress` in Skiff's table: masquerade what leaves the cluster
@@ -394,6 +416,33 @@ impl Inner {
                     .execute()
                     .await
                     .map_err(|e| nl(format!("adding the route to {net} via {gw}: {e}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn set_vxlan_peers(&self, peers: Vec<crate::vxlan::VxlanPeer>) -> Result<()> {
+        let own = self.cfg.pod_cidr;
+        let mut want: Vec<crate::vxlan::VxlanPeer> = peers.into_iter().filter(|p| p.pod_cidr.trunc() != own).collect();
+        want.sort();
+        want.dedup();
+        netlink(self.node_ns(), &self.node_label(), move |h| async move {
+            let idx = link_index(&h, crate::vxlan::DEVICE)
+                .await?
+                .ok_or_else(|| nl(format!("{} is missing: start the pod network first", crate::vxlan::DEVICE)))?;
+            let routes: Vec<(Ipv4Net, Ipv4Addr)> =
+                want.iter().map(|p| (p.pod_cidr.trunc(), crate::vxlan::vtep_address(p.pod_cidr))).collect();
+            for (msg, net, gw) in skiff_routes(&h).await? {
+                if !routes.contains(&(net, gw)) {
+                    h.route()
+                        .del(msg)
+                        .execute()
+                        .await
+                        .map_err(|e| nl(format!("deleting the route to {net} via {gw}: {e}")))?;
+                }
+            }
+            for p in &want {
+                crate::vxlan::program_peer(&h, idx, p, ROUTE_PROTOCOL).await?;
             }
             Ok(())
         })

@@ -16,6 +16,7 @@ pub mod ipam;
 pub mod netns;
 pub mod pod;
 pub mod proxy;
+pub mod vxlan;
 
 pub use pod::{LoopbackOnly, PodAddresses, PodNetwork, PodRef};
 

@@ -1,0 +1,174 @@
+//! The VXLAN backend, for nodes that do not share a layer-2 segment: one
+//! VXLAN device per node (`skiff.vxlan`, VNI 1, UDP 8472 as flannel uses)
+//! whose address is its podCIDR's network address (the node's VTEP), and for
+//! every other node
+//! - a route to its podCIDR via its VTEP address, on the device, `onlink`;
+//! - a permanent neighbour entry: its VTEP address → its VTEP MAC;
+//! - a forwarding entry: its VTEP MAC → its node address (the outer destination).
+//!
+//! No multicast and no learning: everything comes from the Node objects,
+//! where each agent publishes its VTEP MAC. Pods get the uplink MTU minus the
+//! 50 bytes of VXLAN over IPv4.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::neighbour::NeighbourFlags;
+use rtnetlink::packet_route::route::{RouteFlags, RouteProtocol};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+
+use crate::{Error, Result};
+
+/// The VXLAN device's name.
+pub const DEVICE: &str = "skiff.vxlan";
+/// Bytes VXLAN over IPv4 adds to every packet (outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
+pub const OVERHEAD: u32 = 50;
+
+/// How this node's VTEP is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanConfig {
+    pub vni: u32,
+    pub port: u16,
+    /// This node's address: the outer source of its packets.
+    pub local: Ipv4Addr,
+}
+
+impl VxlanConfig {
+    pub fn new(local: Ipv4Addr) -> VxlanConfig {
+        VxlanConfig { vni: 1, port: 8472, local }
+    }
+}
+
+/// Another node as the VXLAN backend needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VxlanPeer {
+    pub pod_cidr: Ipv4Net,
+    pub node_ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// A node's VTEP address: its podCIDR's network address.
+pub fn vtep_address(pod_cidr: Ipv4Net) -> Ipv4Addr {
+    pod_cidr.trunc().network()
+}
+
+/// `aa:bb:cc:dd:ee:ff` ⇄ bytes.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<u8> = s.split(':').map(|p| u8::from_str_radix(p, 16).ok()).collect::<Option<Vec<_>>>()?;
+    parts.try_into().ok()
+}
+
+fn nl(message: String) -> Error {
+    Error::Node { message: format!("vxlan: {message}") }
+}
+
+async fn link(h: &Handle, name: &str) -> Result<Option<(u32, [u8; 6])>> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(l)) => {
+            let mac = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Address(m) if m.len() == 6 => <[u8; 6]>::try_from(m.as_slice()).ok(),
+                _ => None,
+            });
+            Ok(Some((l.header.index, mac.unwrap_or_default())))
+        }
+        Ok(None) => Ok(None),
+        // a missing name is an error (ENODEV) from the kernel
+        Err(_) => Ok(None),
+    }
+}
+
+/// Make the device if missing, give it the VTEP address, set it up; returns its index and MAC.
+pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, pod_cidr: Ipv4Net, mtu: u32) -> Result<(u32, [u8; 6])> {
+    if link(h, DEVICE).await?.is_none() {
+        tracing::debug!(device = DEVICE, vni = cfg.vni, "netlink: add vxlan");
+        h.link()
+            .add(LinkVxlan::new(DEVICE, cfg.vni).local(cfg.local).port(cfg.port).learning(false).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(|e| nl(format!("adding {DEVICE}: {e}")))?;
+    }
+    let (idx, mac) = link(h, DEVICE).await?.ok_or_else(|| nl(format!("{DEVICE} vanished")))?;
+    let vtep = vtep_address(pod_cidr);
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(idx)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl(format!("listing addresses of {DEVICE}: {e}")))?;
+    let has = addrs.iter().any(|a| {
+        a.attributes.iter().any(
+            |x| matches!(x, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(v)) if *v == vtep),
+        )
+    });
+    if !has {
+        h.address()
+            .add(idx, IpAddr::V4(vtep), 32)
+            .execute()
+            .await
+            .map_err(|e| nl(format!("adding {vtep}/32 to {DEVICE}: {e}")))?;
+    }
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await
+        .map_err(|e| nl(format!("setting {DEVICE} up: {e}")))?;
+    Ok((idx, mac))
+}
+
+/// Neighbour and forwarding entries for each peer (replaced, so a peer whose
+/// MAC or address changed is corrected), then the route to its podCIDR.
+pub async fn program_peer(h: &Handle, idx: u32, peer: &VxlanPeer, protocol: u8) -> Result<()> {
+    let vtep = vtep_address(peer.pod_cidr);
+    h.neighbours()
+        .add(idx, IpAddr::V4(vtep))
+        .link_layer_address(&peer.mac)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| nl(format!("neighbour {vtep} → {}: {e}", format_mac(&peer.mac))))?;
+    h.neighbours()
+        .add_bridge(idx, &peer.mac)
+        .flags(NeighbourFlags::Own)
+        .destination(IpAddr::V4(peer.node_ip))
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| nl(format!("forwarding entry {} → {}: {e}", format_mac(&peer.mac), peer.node_ip)))?;
+    let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(peer.pod_cidr.network(), peer.pod_cidr.prefix_len())
+        .gateway(vtep)
+        .output_interface(idx)
+        .protocol(RouteProtocol::Other(protocol))
+        .build();
+    route.header.flags |= RouteFlags::Onlink;
+    h.route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| nl(format!("route to {} via {vtep}: {e}", peer.pod_cidr)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_round_trip_and_vteps_are_network_addresses() {
+        let mac = [0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f];
+        assert_eq!(format_mac(&mac), "0a:1b:2c:3d:4e:5f");
+        assert_eq!(parse_mac("0a:1b:2c:3d:4e:5f"), Some(mac));
+        assert_eq!(parse_mac("0a:1b"), None);
+        assert_eq!(vtep_address("10.244.3.0/24".parse().unwrap()), Ipv4Addr::new(10, 244, 3, 0));
+    }
+}
