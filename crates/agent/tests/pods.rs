@@ -566,10 +566,6 @@ fn probes_flip_readiness_and_restart_on_liveness_failure() {
             "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && httpd -p 8080 -h /www && sleep 4 && rm /www/healthz && sleep 3600"],
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 2}}]}}))
             .await;
-        c.create_pod(serde_json::json!({"metadata": {"name": "exec-probe"}, "spec": {"containers": [{
-            "name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"],
-            "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}]}}))
-            .await;
         c.wait_pod("ready-then-not", 60, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
         let p =
             c.wait_pod("ready-then-not", 30, "unready", |p| condition(p, "Ready").as_deref() == Some("False")).await;
@@ -596,10 +592,81 @@ fn probes_flip_readiness_and_restart_on_liveness_failure() {
         assert_ne!(container_status(&p, "web").unwrap().container_id, first_id);
         c.wait_event("live", "Killing", "Container web failed liveness probe, will be restarted", 10).await;
         c.wait_event("live", "Unhealthy", "Liveness probe failed", 10).await;
+    });
+}
 
-        let p = c.wait_pod("exec-probe", 60, "Running", |p| phase(p) == "Running").await;
-        assert_eq!(condition(&p, "Ready").as_deref(), Some("False"), "an exec probe cannot pass yet");
-        c.wait_event("exec-probe", "Unhealthy", "exec probes are not supported yet", 10).await;
+#[test]
+fn exec_probes_and_lifecycle_hooks_run_in_the_container() {
+    with_cluster(|c| async move {
+        let out = c.dir.join("hooks");
+        fs::create_dir_all(&out).unwrap();
+        let host_out = serde_json::json!([{"name": "out", "hostPath": {"path": out, "type": "Directory"}}]);
+        // readiness follows a file the container removes after a while
+        c.create_pod(serde_json::json!({"metadata": {"name": "exec-ready"}, "spec": {"containers": [{
+            "name": "app", "image": TEST_IMAGE,
+            "command": ["sh", "-c", "touch /tmp/ready && sleep 6 && rm /tmp/ready && sleep 3600"],
+            "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}}]}}))
+            .await;
+        // liveness fails once the file is gone: the container is replaced
+        c.create_pod(serde_json::json!({"metadata": {"name": "exec-live"}, "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+            "name": "app", "image": TEST_IMAGE,
+            "command": ["sh", "-c", "touch /tmp/alive && sleep 3 && rm /tmp/alive && sleep 3600"],
+            "livenessProbe": {"exec": {"command": ["sh", "-c", "test -e /tmp/alive || { echo not alive; exit 1; }"]},
+                "periodSeconds": 1, "failureThreshold": 2}}]}}))
+            .await;
+        // a probe slower than its timeout fails
+        c.create_pod(serde_json::json!({"metadata": {"name": "exec-slow"}, "spec": {"containers": [{
+            "name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"],
+            "readinessProbe": {"exec": {"command": ["sleep", "5"]}, "timeoutSeconds": 1, "periodSeconds": 2}}]}}))
+            .await;
+        // postStart writes a file the main process waits for; preStop runs before SIGTERM
+        c.create_pod(serde_json::json!({"metadata": {"name": "hooks"}, "spec": {"terminationGracePeriodSeconds": 20,
+            "volumes": host_out, "containers": [{
+            "name": "app", "image": TEST_IMAGE, "volumeMounts": [{"name": "out", "mountPath": "/out"}],
+            "command": ["sh", "-c", "trap 'echo term >> /out/order; exit 0' TERM; while [ ! -e /tmp/started ]; do sleep 0.1; done; echo \"saw $(cat /tmp/started)\"; while true; do sleep 1; done"],
+            "lifecycle": {
+                "postStart": {"exec": {"command": ["sh", "-c", "echo poststart > /tmp/started"]}},
+                "preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /out/order; sleep 1"]}}}}]}}))
+            .await;
+        // a failing postStart hook kills the container
+        c.create_pod(serde_json::json!({"metadata": {"name": "hook-fails"}, "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+            "name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"],
+            "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo broken hook; exit 3"]}}}}]}}))
+            .await;
+
+        c.wait_pod("exec-ready", 60, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+        let p = c.wait_pod("exec-ready", 30, "unready", |p| condition(p, "Ready").as_deref() == Some("False")).await;
+        assert_eq!(phase(&p), "Running");
+        c.wait_event("exec-ready", "Unhealthy", "Readiness probe failed: cat: can't open '/tmp/ready'", 10).await;
+
+        let first = c.wait_pod("exec-live", 60, "Running", |p| phase(p) == "Running").await;
+        let first_id = container_status(&first, "app").unwrap().container_id;
+        let p = c
+            .wait_pod("exec-live", 60, "a liveness restart", |p| {
+                container_status(p, "app").is_some_and(|s| s.restart_count >= 1)
+            })
+            .await;
+        assert_ne!(container_status(&p, "app").unwrap().container_id, first_id);
+        c.wait_event("exec-live", "Unhealthy", "Liveness probe failed: not alive", 10).await;
+        c.wait_event("exec-live", "Killing", "Container app failed liveness probe, will be restarted", 10).await;
+
+        c.wait_event("exec-slow", "Unhealthy", "Readiness probe failed: command \"sleep 5\" timed out", 30).await;
+        let p = c.pods().get("exec-slow").await.unwrap();
+        assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+
+        c.wait_pod("hooks", 60, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+        c.wait_log("hooks", "app", "saw poststart", 20).await;
+        c.pods().delete("hooks", &DeleteParams::default()).await.unwrap();
+        let took = c.wait_gone("hooks", 40).await;
+        assert!(took >= Duration::from_millis(900), "the preStop hook's sleep is part of the termination: {took:?}");
+        assert_eq!(fs::read_to_string(out.join("order")).unwrap(), "prestop\nterm\n");
+
+        c.wait_event("hook-fails", "FailedPostStartHook", "command 'sh -c echo broken hook; exit 3' exited with 3", 60)
+            .await;
+        let e = c.wait_event("hook-fails", "FailedPostStartHook", "broken hook", 5).await;
+        assert!(e.message.unwrap().starts_with("Exec lifecycle hook ([\"sh\", \"-c\", \"echo broken hook; exit 3\"]) for Container \"app\" in Pod \"hook-fails_default("));
+        c.wait_pod("hook-fails", 60, "a restart", |p| container_status(p, "app").is_some_and(|s| s.restart_count >= 1))
+            .await;
     });
 }
 
