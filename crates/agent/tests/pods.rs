@@ -788,3 +788,109 @@ fn a_missing_image_is_err_image_pull_with_a_clear_event() {
         assert_eq!(msg, "Container image \"skiff.local/nosuch:2\" is not present with pull policy of Never");
     });
 }
+
+/// A figure of /proc/<pid>/status in KiB (VmRSS, RssAnon, ...).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Pod startup latency (create → Ready, as the agent reports it through the
+/// API) for 100 pods created at once, and the agent process's memory idle
+/// and with those pods running.
+#[test]
+#[ignore = "a benchmark, run by hand"]
+fn bench_pod_startup_and_agent_memory() {
+    const PODS: usize = 100;
+    with_cluster(|c| async move {
+        let pid = c.agent.as_ref().unwrap().id();
+        // settle: registration, image import, first syncs
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let idle = ["VmRSS", "RssAnon", "RssFile"].map(|f| proc_status_kib(pid, f));
+
+        let started = Instant::now();
+        let creates = (0..PODS).map(|i| {
+            let c = &c;
+            async move {
+                let at = Instant::now();
+                c.create_pod(serde_json::json!({"metadata": {"name": format!("bench-{i}")}, "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"]}]}}))
+                    .await;
+                at
+            }
+        });
+        let created: Vec<Instant> = futures::future::join_all(creates).await;
+        let create_all = started.elapsed();
+        let mut ready: Vec<Option<Duration>> = vec![None; PODS];
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while ready.iter().any(Option::is_none) {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {PODS} pods became Ready within 300s\n--- agent log (tail) ---\n{}",
+                ready.iter().flatten().count(),
+                tail(&c.agent_log(), 40)
+            );
+            let list = c.pods().list(&ListParams::default()).await.unwrap();
+            let now = Instant::now();
+            for p in list.items {
+                let name = p.metadata.name.as_deref().unwrap_or("");
+                let Some(i) = name.strip_prefix("bench-").and_then(|n| n.parse::<usize>().ok()) else { continue };
+                if ready[i].is_none() && condition(&p, "Ready").as_deref() == Some("True") && phase(&p) == "Running" {
+                    ready[i] = Some(now - created[i]);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let all_ready = started.elapsed();
+        let mut lat: Vec<Duration> = ready.into_iter().flatten().collect();
+        lat.sort();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let busy = ["VmRSS", "RssAnon", "RssFile", "VmHWM"].map(|f| proc_status_kib(pid, f));
+
+        let started = Instant::now();
+        let deletes = (0..PODS).map(|i| {
+            let c = &c;
+            async move {
+                let _ = c.pods().delete(&format!("bench-{i}"), &DeleteParams::default()).await;
+            }
+        });
+        futures::future::join_all(deletes).await;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let left = c.pods().list(&ListParams::default()).await.unwrap().items.len();
+            if left == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{left} pods still there 180s after deletion");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let all_gone = started.elapsed();
+
+        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+        println!("\n| agent figure ({PODS} pods, one node, test containerd) | value |\n|---|---|");
+        println!("| idle agent RSS (VmRSS; target <= 15 MiB) | {} |", mib(idle[0]));
+        println!("| idle agent RSS: anonymous / file-backed | {} / {} |", mib(idle[1]), mib(idle[2]));
+        println!("| pod startup p50 (create -> Ready via the API) | {} |", ms(percentile(&lat, 0.5)));
+        println!("| pod startup p99 | {} |", ms(percentile(&lat, 0.99)));
+        println!("| pod startup max | {} |", ms(*lat.last().unwrap()));
+        println!("| creating all {PODS} pods (API) | {} |", ms(create_all));
+        println!("| first create -> all {PODS} Ready | {} |", ms(all_ready));
+        println!("| agent RSS with {PODS} pods running | {} |", mib(busy[0]));
+        println!("| ... anonymous / file-backed | {} / {} |", mib(busy[1]), mib(busy[2]));
+        println!("| agent peak RSS (VmHWM) | {} |", mib(busy[3]));
+        println!("| deleting all {PODS} pods -> gone from the API | {} |", ms(all_gone));
+    });
+}
