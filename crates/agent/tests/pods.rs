@@ -566,10 +566,6 @@ fn probes_flip_readiness_and_restart_on_liveness_failure() {
             "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && httpd -p 8080 -h /www && sleep 4 && rm /www/healthz && sleep 3600"],
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1, "failureThreshold": 2}}]}}))
             .await;
-        c.create_pod(serde_json::json!({"metadata": {"name": "exec-probe"}, "spec": {"containers": [{
-            "name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"],
-            "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}]}}))
-            .await;
         c.wait_pod("ready-then-not", 60, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
         let p =
             c.wait_pod("ready-then-not", 30, "unready", |p| condition(p, "Ready").as_deref() == Some("False")).await;
@@ -596,10 +592,81 @@ fn probes_flip_readiness_and_restart_on_liveness_failure() {
         assert_ne!(container_status(&p, "web").unwrap().container_id, first_id);
         c.wait_event("live", "Killing", "Container web failed liveness probe, will be restarted", 10).await;
         c.wait_event("live", "Unhealthy", "Liveness probe failed", 10).await;
+    });
+}
 
-        let p = c.wait_pod("exec-probe", 60, "Running", |p| phase(p) == "Running").await;
-        assert_eq!(condition(&p, "Ready").as_deref(), Some("False"), "an exec probe cannot pass yet");
-        c.wait_event("exec-probe", "Unhealthy", "exec probes are not supported yet", 10).await;
+#[test]
+fn exec_probes_and_lifecycle_hooks_run_in_the_container() {
+    with_cluster(|c| async move {
+        let out = c.dir.join("hooks");
+        fs::create_dir_all(&out).unwrap();
+        let host_out = serde_json::json!([{"name": "out", "hostPath": {"path": out, "type": "Directory"}}]);
+        // readiness follows a file the container removes after a while
+        c.create_pod(serde_json::json!({"metadata": {"name": "exec-ready"}, "spec": {"containers": [{
+            "name": "app", "image": TEST_IMAGE,
+            "command": ["sh", "-c", "touch /tmp/ready && sleep 6 && rm /tmp/ready && sleep 3600"],
+            "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1}}]}}))
+            .await;
+        // liveness fails once the file is gone: the container is replaced
+        c.create_pod(serde_json::json!({"metadata": {"name": "exec-live"}, "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+            "name": "app", "image": TEST_IMAGE,
+            "command": ["sh", "-c", "touch /tmp/alive && sleep 3 && rm /tmp/alive && sleep 3600"],
+            "livenessProbe": {"exec": {"command": ["sh", "-c", "test -e /tmp/alive || { echo not alive; exit 1; }"]},
+                "periodSeconds": 1, "failureThreshold": 2}}]}}))
+            .await;
+        // a probe slower than its timeout fails
+        c.create_pod(serde_json::json!({"metadata": {"name": "exec-slow"}, "spec": {"containers": [{
+            "name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"],
+            "readinessProbe": {"exec": {"command": ["sleep", "5"]}, "timeoutSeconds": 1, "periodSeconds": 2}}]}}))
+            .await;
+        // postStart writes a file the main process waits for; preStop runs before SIGTERM
+        c.create_pod(serde_json::json!({"metadata": {"name": "hooks"}, "spec": {"terminationGracePeriodSeconds": 20,
+            "volumes": host_out, "containers": [{
+            "name": "app", "image": TEST_IMAGE, "volumeMounts": [{"name": "out", "mountPath": "/out"}],
+            "command": ["sh", "-c", "trap 'echo term >> /out/order; exit 0' TERM; while [ ! -e /tmp/started ]; do sleep 0.1; done; echo \"saw $(cat /tmp/started)\"; while true; do sleep 1; done"],
+            "lifecycle": {
+                "postStart": {"exec": {"command": ["sh", "-c", "echo poststart > /tmp/started"]}},
+                "preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /out/order; sleep 1"]}}}}]}}))
+            .await;
+        // a failing postStart hook kills the container
+        c.create_pod(serde_json::json!({"metadata": {"name": "hook-fails"}, "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+            "name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"],
+            "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo broken hook; exit 3"]}}}}]}}))
+            .await;
+
+        c.wait_pod("exec-ready", 60, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+        let p = c.wait_pod("exec-ready", 30, "unready", |p| condition(p, "Ready").as_deref() == Some("False")).await;
+        assert_eq!(phase(&p), "Running");
+        c.wait_event("exec-ready", "Unhealthy", "Readiness probe failed: cat: can't open '/tmp/ready'", 10).await;
+
+        let first = c.wait_pod("exec-live", 60, "Running", |p| phase(p) == "Running").await;
+        let first_id = container_status(&first, "app").unwrap().container_id;
+        let p = c
+            .wait_pod("exec-live", 60, "a liveness restart", |p| {
+                container_status(p, "app").is_some_and(|s| s.restart_count >= 1)
+            })
+            .await;
+        assert_ne!(container_status(&p, "app").unwrap().container_id, first_id);
+        c.wait_event("exec-live", "Unhealthy", "Liveness probe failed: not alive", 10).await;
+        c.wait_event("exec-live", "Killing", "Container app failed liveness probe, will be restarted", 10).await;
+
+        c.wait_event("exec-slow", "Unhealthy", "Readiness probe failed: command \"sleep 5\" timed out", 30).await;
+        let p = c.pods().get("exec-slow").await.unwrap();
+        assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+
+        c.wait_pod("hooks", 60, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+        c.wait_log("hooks", "app", "saw poststart", 20).await;
+        c.pods().delete("hooks", &DeleteParams::default()).await.unwrap();
+        let took = c.wait_gone("hooks", 40).await;
+        assert!(took >= Duration::from_millis(900), "the preStop hook's sleep is part of the termination: {took:?}");
+        assert_eq!(fs::read_to_string(out.join("order")).unwrap(), "prestop\nterm\n");
+
+        c.wait_event("hook-fails", "FailedPostStartHook", "command 'sh -c echo broken hook; exit 3' exited with 3", 60)
+            .await;
+        let e = c.wait_event("hook-fails", "FailedPostStartHook", "broken hook", 5).await;
+        assert!(e.message.unwrap().starts_with("Exec lifecycle hook ([\"sh\", \"-c\", \"echo broken hook; exit 3\"]) for Container \"app\" in Pod \"hook-fails_default("));
+        c.wait_pod("hook-fails", 60, "a restart", |p| container_status(p, "app").is_some_and(|s| s.restart_count >= 1))
+            .await;
     });
 }
 
@@ -719,5 +786,125 @@ fn a_missing_image_is_err_image_pull_with_a_clear_event() {
         let p = c.wait_pod("never", 60, "ErrImageNeverPull", |p| waiting(p) == "ErrImageNeverPull").await;
         let msg = container_status(&p, "app").unwrap().state.unwrap().waiting.unwrap().message.unwrap();
         assert_eq!(msg, "Container image \"skiff.local/nosuch:2\" is not present with pull policy of Never");
+    });
+}
+
+/// A figure of /proc/<pid>/status in KiB (VmRSS, RssAnon, ...).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Pod startup latency (create → Ready, as the agent reports it through the
+/// API) for 100 pods created at once, and the agent process's memory idle
+/// and with those pods running.
+#[test]
+#[ignore = "a benchmark, run by hand"]
+fn bench_pod_startup_and_agent_memory() {
+    const PODS: usize = 100;
+    with_cluster(|c| async move {
+        let pid = c.agent.as_ref().unwrap().id();
+        // settle: registration, image import, first syncs
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let idle = ["VmRSS", "RssAnon", "RssFile"].map(|f| proc_status_kib(pid, f));
+
+        // one pod alone: the latency without contention
+        let at = Instant::now();
+        c.create_pod(serde_json::json!({"metadata": {"name": "solo"}, "spec": {"terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"]}]}}))
+            .await;
+        c.wait_pod("solo", 60, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+        let solo = at.elapsed();
+        c.pods().delete("solo", &DeleteParams::default()).await.unwrap();
+        c.wait_gone("solo", 60).await;
+
+        let started = Instant::now();
+        let creates = (0..PODS).map(|i| {
+            let c = &c;
+            async move {
+                let at = Instant::now();
+                c.create_pod(serde_json::json!({"metadata": {"name": format!("bench-{i}")}, "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"]}]}}))
+                    .await;
+                at
+            }
+        });
+        let created: Vec<Instant> = futures::future::join_all(creates).await;
+        let create_all = started.elapsed();
+        let mut ready: Vec<Option<Duration>> = vec![None; PODS];
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while ready.iter().any(Option::is_none) {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {PODS} pods became Ready within 300s\n--- agent log (tail) ---\n{}",
+                ready.iter().flatten().count(),
+                tail(&c.agent_log(), 40)
+            );
+            let list = c.pods().list(&ListParams::default()).await.unwrap();
+            let now = Instant::now();
+            for p in list.items {
+                let name = p.metadata.name.as_deref().unwrap_or("");
+                let Some(i) = name.strip_prefix("bench-").and_then(|n| n.parse::<usize>().ok()) else { continue };
+                if ready[i].is_none() && condition(&p, "Ready").as_deref() == Some("True") && phase(&p) == "Running" {
+                    ready[i] = Some(now - created[i]);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let all_ready = started.elapsed();
+        let mut lat: Vec<Duration> = ready.into_iter().flatten().collect();
+        lat.sort();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let busy = ["VmRSS", "RssAnon", "RssFile", "VmHWM"].map(|f| proc_status_kib(pid, f));
+
+        let started = Instant::now();
+        let deletes = (0..PODS).map(|i| {
+            let c = &c;
+            async move {
+                let _ = c.pods().delete(&format!("bench-{i}"), &DeleteParams::default()).await;
+            }
+        });
+        futures::future::join_all(deletes).await;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let left = c.pods().list(&ListParams::default()).await.unwrap().items.len();
+            if left == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{left} pods still there 180s after deletion");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let all_gone = started.elapsed();
+
+        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+        println!("\n| agent figure ({PODS} pods, one node, test containerd) | value |\n|---|---|");
+        println!("| idle agent RSS (VmRSS; target <= 15 MiB) | {} |", mib(idle[0]));
+        println!("| idle agent RSS: anonymous / file-backed | {} / {} |", mib(idle[1]), mib(idle[2]));
+        println!("| one pod alone: create -> Ready via the API | {} |", ms(solo));
+        println!(
+            "| pod startup p50 ({PODS} created at once; create -> Ready via the API) | {} |",
+            ms(percentile(&lat, 0.5))
+        );
+        println!("| pod startup p99 | {} |", ms(percentile(&lat, 0.99)));
+        println!("| pod startup max | {} |", ms(*lat.last().unwrap()));
+        println!("| creating all {PODS} pods (API) | {} |", ms(create_all));
+        println!("| first create -> all {PODS} Ready | {} |", ms(all_ready));
+        println!("| agent RSS with {PODS} pods running | {} |", mib(busy[0]));
+        println!("| ... anonymous / file-backed | {} / {} |", mib(busy[1]), mib(busy[2]));
+        println!("| agent peak RSS (VmHWM) | {} |", mib(busy[3]));
+        println!("| deleting all {PODS} pods -> gone from the API | {} |", ms(all_gone));
     });
 }

@@ -8,9 +8,15 @@
 //! `Unhealthy` event.
 //!
 //! httpGet and tcpSocket connect from inside the pod's network namespace
-//! (skiff-net's `run_in`). exec and grpc probes need what the runtime does
-//! not offer yet: they are reported once as an event, and a container with
-//! such a readiness or startup probe stays unready.
+//! (skiff-net's `run_in`). exec probes run their command in the container
+//! through the runtime's exec (the container's user, env and working
+//! directory): exit 0 is success, anything else failure with the command's
+//! output (at most [`MAX_OUTPUT`] bytes) in the event; timeoutSeconds kills
+//! the command and counts as a failure. A probe that cannot run at all (the
+//! runtime refused the exec) is an `errored` event and is not counted, as
+//! the kubelet does. grpc probes are not supported yet: they are reported
+//! once as an event, and a container with such a readiness or startup probe
+//! stays unready.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,7 +27,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
+
+use crate::runtime::{ExecSpec, Runtime};
+
+/// How much of an exec probe's or hook's output is kept (the kubelet's 10 KiB).
+pub const MAX_OUTPUT: usize = 10 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeKind {
@@ -176,15 +188,15 @@ pub struct Worker {
     pub report: Report,
     /// The result to start from (an adopted container keeps its readiness).
     pub initial: Option<Outcome>,
+    /// Runs exec probes.
+    pub runtime: Arc<dyn Runtime>,
 }
 
 /// Why a probe cannot run here, if it cannot.
 pub fn unsupported(p: &Probe) -> Option<&'static str> {
-    if p.exec.is_some() {
-        Some("exec probes are not supported yet")
-    } else if p.grpc.is_some() {
+    if p.grpc.is_some() {
         Some("grpc probes are not supported yet")
-    } else if p.http_get.is_none() && p.tcp_socket.is_none() {
+    } else if p.http_get.is_none() && p.tcp_socket.is_none() && p.exec.is_none() {
         Some("the probe has no handler")
     } else {
         None
@@ -218,11 +230,20 @@ impl Worker {
                 && self.results.get(&self.container_id, ProbeKind::Startup) != Some(Outcome::Success);
             let too_early = (Utc::now() - self.started_at).to_std().unwrap_or(Duration::ZERO) < th.initial_delay;
             if !waiting_for_startup && !too_early {
-                let (outcome, output) = run_probe(&self.probe, &self.container, &self.target, th.timeout).await;
+                let (outcome, output) = match &self.probe.exec {
+                    Some(e) => {
+                        let command = e.command.clone().unwrap_or_default();
+                        exec_probe(self.runtime.as_ref(), &self.container_id, &command, th.timeout).await
+                    }
+                    None => run_probe(&self.probe, &self.container, &self.target, th.timeout).await,
+                };
                 if outcome == Outcome::Failure {
                     (self.report)("Warning", "Unhealthy", format!("{} probe failed: {output}", self.kind.title()));
                 }
-                if let Some(new) = counter.observe(outcome, &th) {
+                if outcome == Outcome::Unknown {
+                    // the kubelet throws an errored probe's result away
+                    (self.report)("Warning", "Unhealthy", format!("{} probe errored: {output}", self.kind.title()));
+                } else if let Some(new) = counter.observe(outcome, &th) {
                     tracing::debug!(container = %self.container.name, kind = ?self.kind, result = ?new, "probe result changed");
                     self.results.set(&self.container_id, self.kind, new);
                     self.notify.notify_one();
@@ -285,6 +306,95 @@ pub async fn connect(target: &Target, addr: SocketAddr, timeout: Duration) -> Re
     };
     std_stream.set_nonblocking(true).map_err(|e| e.to_string())?;
     tokio::net::TcpStream::from_std(std_stream).map_err(|e| e.to_string())
+}
+
+/// Read `r` to its end, keeping at most [`MAX_OUTPUT`] bytes in `buf` (the
+/// rest is read and dropped, so that the process never blocks on a full pipe).
+async fn drain(r: Option<std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>>, buf: &Mutex<Vec<u8>>) {
+    let Some(mut r) = r else { return };
+    let mut chunk = [0u8; 4096];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if let Ok(mut b) = buf.lock() {
+                    let room = MAX_OUTPUT.saturating_sub(b.len());
+                    b.extend_from_slice(&chunk[..n.min(room)]);
+                }
+            }
+        }
+    }
+}
+
+/// Why an exec did not give an exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecError {
+    /// It ran longer than its timeout and was killed.
+    TimedOut,
+    /// The runtime could not run it.
+    Failed(String),
+}
+
+/// Run `command` in container `id` with stdout and stderr captured together
+/// (at most [`MAX_OUTPUT`] bytes); returns its exit code and output. With a
+/// timeout, a command still running then is killed. The exec process is
+/// removed in every case.
+pub async fn exec_in(
+    rt: &dyn Runtime,
+    id: &str,
+    command: &[String],
+    timeout: Option<Duration>,
+) -> Result<(i32, String), ExecError> {
+    if command.is_empty() {
+        return Err(ExecError::Failed("the exec handler has no command".into()));
+    }
+    let spec = ExecSpec { command: command.to_vec(), stdout: true, stderr: true, ..Default::default() };
+    let exec = rt.exec(id, &spec).await.map_err(|e| ExecError::Failed(e.to_string()))?;
+    let control = exec.control.clone();
+    let buf = Mutex::new(Vec::new());
+    let run = async {
+        let reads = async { tokio::join!(drain(exec.stdout, &buf), drain(exec.stderr, &buf)) };
+        let wait = control.wait();
+        tokio::pin!(reads, wait);
+        let (mut code, mut read) = (None, false);
+        loop {
+            tokio::select! {
+                c = &mut wait, if code.is_none() => {
+                    code = Some(c);
+                    if read { break; }
+                }
+                _ = &mut reads, if !read => {
+                    read = true;
+                    if code.is_some() { break; }
+                }
+                // a background child may hold the pipes open after the command exited
+                _ = tokio::time::sleep(Duration::from_secs(1)), if code.is_some() => break,
+            }
+        }
+        code.unwrap_or(Ok(-1))
+    };
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, run).await.map_err(|_| ExecError::TimedOut),
+        None => Ok(run.await),
+    };
+    control.finish().await;
+    let code = result?.map_err(|e| ExecError::Failed(e.to_string()))?;
+    let out = buf.into_inner().unwrap_or_default();
+    Ok((code, String::from_utf8_lossy(&out).trim().to_string()))
+}
+
+/// Run an exec probe once, as the kubelet does: exit 0 is success; a
+/// timeout is a failure; a command the runtime could not run is Unknown.
+pub async fn exec_probe(rt: &dyn Runtime, id: &str, command: &[String], timeout: Duration) -> (Outcome, String) {
+    match exec_in(rt, id, command, Some(timeout)).await {
+        Ok((0, out)) => (Outcome::Success, out),
+        Ok((code, out)) if out.is_empty() => {
+            (Outcome::Failure, format!("command {:?} exited with {code}", command.join(" ")))
+        }
+        Ok((_, out)) => (Outcome::Failure, out),
+        Err(ExecError::TimedOut) => (Outcome::Failure, format!("command {:?} timed out", command.join(" "))),
+        Err(ExecError::Failed(e)) => (Outcome::Unknown, e),
+    }
 }
 
 /// Run a probe once.
@@ -465,8 +575,10 @@ mod tests {
     }
 
     #[test]
-    fn exec_probes_are_reported_unsupported() {
+    fn grpc_probes_are_reported_unsupported() {
         let p: Probe = serde_json::from_value(serde_json::json!({"exec": {"command": ["true"]}})).unwrap();
-        assert_eq!(unsupported(&p), Some("exec probes are not supported yet"));
+        assert_eq!(unsupported(&p), None);
+        let p: Probe = serde_json::from_value(serde_json::json!({"grpc": {"port": 9000}})).unwrap();
+        assert_eq!(unsupported(&p), Some("grpc probes are not supported yet"));
     }
 }

@@ -740,14 +740,11 @@ impl PodWorker {
         self.event(pod, Some(&c.name), "Normal", "Started", format!("Started container {}", c.name));
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
             let target = self.target(pod);
-            if let Err(e) = run_hook(&h, c, &target).await {
-                self.event(pod, Some(&c.name), "Warning", "FailedPostStartHook", format!("PostStartHook failed: {e}"));
-                if !e.contains("not supported") {
-                    let ctx = self.ctx.clone();
-                    let msg = format!("FailedPostStartHook: container {} will be restarted", c.name);
-                    kill_container(ctx, pod.clone(), Some(c.clone()), id, grace_period(pod), msg, self.target(pod))
-                        .await;
-                }
+            if let Err(e) = run_hook(self.ctx.runtime.as_ref(), &id, &h, pod, c, &target).await {
+                self.event(pod, Some(&c.name), "Warning", "FailedPostStartHook", e);
+                let ctx = self.ctx.clone();
+                let msg = format!("FailedPostStartHook: container {} will be restarted", c.name);
+                kill_container(ctx, pod.clone(), Some(c.clone()), id, grace_period(pod), msg, self.target(pod)).await;
             }
         }
         Ok(())
@@ -872,6 +869,7 @@ impl PodWorker {
                     notify: self.notify.clone(),
                     report,
                     initial,
+                    runtime: self.ctx.runtime.clone(),
                 };
                 self.probes.insert(key, (i.id.clone(), tokio::spawn(worker.run())));
             }
@@ -1192,15 +1190,9 @@ async fn kill_container(
     ctx.recorder.pod(&pod, name.as_deref(), "Normal", "Killing", message);
     let deadline = tokio::time::Instant::now() + grace;
     if let Some((c, hook)) = c.as_ref().and_then(|c| c.lifecycle.as_ref()?.pre_stop.clone().map(|h| (c, h))) {
-        match tokio::time::timeout(grace, run_hook(&hook, c, &target)).await {
+        match tokio::time::timeout(grace, run_hook(ctx.runtime.as_ref(), &id, &hook, &pod, c, &target)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => ctx.recorder.pod(
-                &pod,
-                Some(&c.name),
-                "Warning",
-                "FailedPreStopHook",
-                format!("PreStopHook failed: {e}"),
-            ),
+            Ok(Err(e)) => ctx.recorder.pod(&pod, Some(&c.name), "Warning", "FailedPreStopHook", e),
             Err(_) => ctx.recorder.pod(
                 &pod,
                 Some(&c.name),
@@ -1220,8 +1212,33 @@ async fn kill_container(
     }
 }
 
-/// Run a postStart or preStop handler.
-async fn run_hook(h: &LifecycleHandler, c: &Container, target: &Target) -> Result<(), String> {
+/// Run a postStart or preStop handler of container `id`; the error is the
+/// event message, worded as the kubelet's.
+async fn run_hook(
+    rt: &dyn crate::runtime::Runtime,
+    id: &str,
+    h: &LifecycleHandler,
+    pod: &Pod,
+    c: &Container,
+    target: &Target,
+) -> Result<(), String> {
+    if let Some(e) = &h.exec {
+        let command = e.command.clone().unwrap_or_default();
+        let failed = |error: String, output: &str| {
+            format!(
+                "Exec lifecycle hook ({command:?}) for Container {:?} in Pod {:?} failed - error: {error}, message: {output:?}",
+                c.name,
+                pod_format(pod)
+            )
+        };
+        // no timeout of its own: a preStop hook is bounded by the grace period
+        return match probes::exec_in(rt, id, &command, None).await {
+            Ok((0, _)) => Ok(()),
+            Ok((code, out)) => Err(failed(format!("command '{}' exited with {code}", command.join(" ")), &out)),
+            Err(probes::ExecError::TimedOut) => Err(failed("timed out".into(), "")),
+            Err(probes::ExecError::Failed(e)) => Err(failed(e, "")),
+        };
+    }
     if let Some(s) = &h.sleep {
         tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
         return Ok(());
@@ -1230,15 +1247,18 @@ async fn run_hook(h: &LifecycleHandler, c: &Container, target: &Target) -> Resul
         return match probes::http_get(g, c, target, Duration::from_secs(30)).await {
             Ok(code) if (200..400).contains(&code) => Ok(()),
             Ok(code) => Err(format!(
-                "HTTP lifecycle hook ({}) for Container {:?} failed - error: received status code {code}",
+                "HTTP lifecycle hook ({}) for Container {:?} in Pod {:?} failed - error: received status code {code}",
                 g.path.clone().unwrap_or_default(),
-                c.name
+                c.name,
+                pod_format(pod)
             )),
-            Err(e) => Err(e),
+            Err(e) => Err(format!(
+                "HTTP lifecycle hook ({}) for Container {:?} in Pod {:?} failed - error: {e}",
+                g.path.clone().unwrap_or_default(),
+                c.name,
+                pod_format(pod)
+            )),
         };
-    }
-    if h.exec.is_some() {
-        return Err("exec hooks are not supported yet".into());
     }
     Ok(())
 }

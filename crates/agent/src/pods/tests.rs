@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use tokio::io::AsyncReadExt;
 
 use super::env::tests::{obj, MemObjects};
 use super::sync::PodWorker;
@@ -25,9 +26,37 @@ struct FakeState {
 }
 
 /// A runtime in memory: containers run until told to exit (or killed).
+/// Its exec knows three commands: `fail` (prints "fake failure", exits 1),
+/// `hang` (never exits) and anything else (prints "ok", exits 0).
 #[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<FakeState>,
+    finished: Arc<Mutex<Vec<String>>>,
+}
+
+struct FakeExec {
+    command: Vec<String>,
+    finished: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl ExecControl for FakeExec {
+    async fn resize(&self, _w: u16, _h: u16) -> Result<()> {
+        Ok(())
+    }
+    async fn close_stdin(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn wait(&self) -> Result<i32> {
+        match self.command[0].as_str() {
+            "fail" => Ok(1),
+            "hang" => std::future::pending().await,
+            _ => Ok(0),
+        }
+    }
+    async fn finish(&self) {
+        self.finished.lock().unwrap().push(self.command.join(" "));
+    }
 }
 
 impl FakeRuntime {
@@ -156,6 +185,18 @@ impl Runtime for FakeRuntime {
             .map(|(_, c)| c.clone())
             .collect())
     }
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<Exec> {
+        self.state.lock().unwrap().calls.push(format!("exec {id} {}", spec.command.join(" ")));
+        let out: &'static [u8] = match spec.command[0].as_str() {
+            "fail" => b"fake failure\n",
+            "hang" => b"",
+            _ => b"ok\n",
+        };
+        let control = Arc::new(FakeExec { command: spec.command.clone(), finished: self.finished.clone() });
+        let stdout: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> =
+            if spec.command[0] == "hang" { Box::pin(tokio::io::empty().chain(PendingRead)) } else { Box::pin(out) };
+        Ok(Exec { stdin: None, stdout: Some(stdout), stderr: None, control })
+    }
     async fn wait_exit(&self, id: &str, timeout: Duration) -> Result<bool> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -168,6 +209,19 @@ impl Runtime for FakeRuntime {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// A reader that never ends (a hung process's stdout).
+struct PendingRead;
+
+impl tokio::io::AsyncRead for PendingRead {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
     }
 }
 
@@ -457,4 +511,63 @@ async fn a_finished_pod_gives_up_its_sandbox() {
     assert!(e.rt.ids().contains(&app_id(0)));
     w.sync(&p).await.unwrap();
     assert!(e.rt.calls().is_empty(), "nothing more to do");
+}
+
+#[tokio::test]
+async fn exec_probes_succeed_fail_and_time_out() {
+    use super::probes::{exec_probe, Outcome};
+    let rt = FakeRuntime::default();
+    let cmd = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let t = Duration::from_secs(1);
+    assert_eq!(exec_probe(&rt, "c1", &cmd(&["cat", "/ready"]), t).await, (Outcome::Success, "ok".into()));
+    assert_eq!(exec_probe(&rt, "c1", &cmd(&["fail"]), t).await, (Outcome::Failure, "fake failure".into()));
+    let start = std::time::Instant::now();
+    let (o, msg) = exec_probe(&rt, "c1", &cmd(&["hang", "forever"]), Duration::from_millis(200)).await;
+    assert_eq!((o, msg.as_str()), (Outcome::Failure, "command \"hang forever\" timed out"));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // every exec process is finished (killed if it still runs, removed)
+    assert_eq!(*rt.finished.lock().unwrap(), ["cat /ready", "fail", "hang forever"]);
+    assert_eq!(exec_probe(&rt, "c1", &[], t).await.0, Outcome::Unknown, "no command: errored, not failed");
+}
+
+#[tokio::test]
+async fn a_failed_post_start_hook_kills_the_container() {
+    let e = env();
+    let p = pod(serde_json::json!({"containers": [{"name": "app", "image": IMAGE, "command": ["sleep", "1d"],
+        "lifecycle": {"postStart": {"exec": {"command": ["fail", "now"]}}}}]}));
+    let mut w = PodWorker::new(e.ctx.clone(), "0a1b2c3d-0000-4000-8000-000000000001".into());
+    w.sync(&p).await.unwrap();
+    let calls = e.rt.calls();
+    let exec = calls.iter().position(|c| c == &format!("exec {} fail now", app_id(0))).expect("the hook ran");
+    let kill = calls.iter().position(|c| c == &format!("kill {} 15", app_id(0))).expect("the container was killed");
+    assert!(calls.iter().position(|c| c == &format!("start {}", app_id(0))).unwrap() < exec && exec < kill);
+    let reasons = e.reasons();
+    assert!(
+        reasons.iter().any(|r| r
+            .starts_with("FailedPostStartHook: Exec lifecycle hook ([\"fail\", \"now\"]) for Container \"app\"")
+            && r.contains("command 'fail now' exited with 1")
+            && r.contains("fake failure")),
+        "{reasons:?}"
+    );
+    w.stop();
+}
+
+#[tokio::test]
+async fn a_pre_stop_hook_runs_before_sigterm() {
+    let e = env();
+    let p = pod(serde_json::json!({"terminationGracePeriodSeconds": 5, "containers": [{"name": "app", "image": IMAGE,
+        "command": ["sleep", "1d"], "lifecycle": {"preStop": {"exec": {"command": ["fail"]}}}}]}));
+    let mut w = PodWorker::new(e.ctx.clone(), "0a1b2c3d-0000-4000-8000-000000000001".into());
+    w.sync(&p).await.unwrap();
+    e.rt.calls();
+    let mut gone = p.clone();
+    gone.metadata.deletion_timestamp = Some(super::status::time(Utc::now()));
+    gone.metadata.deletion_grace_period_seconds = Some(5);
+    assert_eq!(w.sync(&gone).await, None);
+    let calls = e.rt.calls();
+    let exec = calls.iter().position(|c| c == &format!("exec {} fail", app_id(0))).expect("the hook ran");
+    let term = calls.iter().position(|c| c == &format!("kill {} 15", app_id(0))).unwrap();
+    assert!(exec < term, "{calls:?}");
+    assert!(e.reasons().iter().any(|r| r.starts_with("FailedPreStopHook: Exec lifecycle hook")), "{:?}", e.reasons());
+    w.stop();
 }
