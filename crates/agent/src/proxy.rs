@@ -203,6 +203,7 @@ pub async fn run(
     let watchers = tokio::spawn(async move {
         tokio::join!(services, slices, pods);
     });
+    let mut health_checks = crate::healthcheck::HealthChecks::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -211,8 +212,9 @@ pub async fn run(
         // gather a burst of changes into one transaction
         tokio::time::sleep(config.debounce).await;
         while rx.try_recv().is_ok() {}
+        let services = svc_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
         let state = proxy_state(
-            &svc_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
+            &services,
             &slice_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
             &pod_store.state().iter().map(|p| (**p).clone()).collect::<Vec<_>>(),
             &config,
@@ -222,7 +224,9 @@ pub async fn run(
             Ok(stats) => tracing::debug!(?stats, elapsed = ?started.elapsed(), "proxy synced"),
             Err(e) => tracing::warn!(error = %e, "proxy sync failed; retrying on the next change"),
         }
+        health_checks.sync(crate::healthcheck::wanted(&services, &state)).await;
     }
+    health_checks.stop();
     watchers.abort();
 }
 
