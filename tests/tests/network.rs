@@ -435,3 +435,63 @@ fn agent_restart_keeps_an_open_connection() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(roundtrip("after"), "after", "the open connection through the NodePort broke");
 }
+
+/// A UDP server the test runs inside a pod's network namespace: answers
+/// every datagram on port 9000 with `reply`, for at most `lifetime`.
+fn udp_server_in(c: &Nodes, pod: &Value, reply: &'static str, lifetime: Duration) {
+    let socket = c.in_netns(&c.pod_netns(pod), || std::net::UdpSocket::bind("0.0.0.0:9000").unwrap());
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    std::thread::spawn(move || {
+        let until = Instant::now() + lifetime;
+        let mut buf = [0u8; 512];
+        while Instant::now() < until {
+            if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(reply.as_bytes(), from);
+            }
+        }
+    });
+}
+
+#[test]
+fn udp_conntrack_of_a_removed_endpoint_is_deleted() {
+    let c = Nodes::start(NodesOptions::default());
+    let (n1, n2) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
+    c.apply(&echo_pod("udp-a", &n2, "udp", "exec sleep 3600"));
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: udp}\nspec:\n  selector: {app: udp}\n  ports:\n  - {port: 9000, targetPort: 9000, protocol: UDP}\n",
+    );
+    let a = c.wait_pods_ready("app=udp", 1, Duration::from_secs(90)).remove(0);
+    udp_server_in(&c, &a, "a", Duration::from_secs(50));
+    let vip = svc_field(&c, "udp", "/spec/clusterIP");
+    // one client socket (in node 1's namespace) for the whole test
+    let target = format!("{vip}:9000");
+    let client = c.in_netns(&c.nodes[0].netns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(&target).unwrap();
+        s
+    });
+    client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let ask = || -> Result<String, String> {
+        client.send(b"who").map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let n = client.recv(&mut buf).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    eventually("udp-a answers through the ClusterIP", Duration::from_secs(15), || match ask()? {
+        s if s == "a" => Ok(()),
+        s => Err(s),
+    });
+    // replace the endpoint: udp-a goes, udp-b (on the other node) comes
+    c.kubectl(&["delete", "pod", "udp-a", "--wait=false"]).success();
+    c.apply(&echo_pod("udp-b", &n1, "udp", "exec sleep 3600"));
+    let b = c.wait_pods_ready("app=udp", 1, Duration::from_secs(60));
+    let b = b.iter().find(|p| p["metadata"]["name"] == "udp-b").unwrap_or_else(|| panic!("udp-b not ready: {b:?}"));
+    assert_ne!(ip_of(b), ip_of(&a));
+    udp_server_in(&c, b, "b", Duration::from_secs(30));
+    // the same client socket keeps sending (so its old conntrack entry would
+    // never time out) and reaches the new endpoint
+    eventually("udp-b answers the same client socket", Duration::from_secs(20), || match ask() {
+        Ok(s) if s == "b" => Ok(()),
+        other => Err(format!("{other:?}\n{}", c.ruleset(0))),
+    });
+}
