@@ -378,6 +378,18 @@ impl Nodes {
         cmd.output().unwrap_or_else(|e| panic!("running {args:?} in {}: {e}", netns.display()))
     }
 
+    /// Run `f` on a thread that has entered the network namespace `netns`:
+    /// sockets it opens stay in that namespace when handed back.
+    pub fn in_netns<T: Send + 'static>(&self, netns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let file = std::fs::File::open(netns).unwrap_or_else(|e| panic!("{}: {e}", netns.display()));
+        std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("thread in a network namespace")
+    }
+
     /// `curl url` from inside `netns`: the body, or the error text.
     pub fn http_get(&self, netns: &Path, url: &str) -> Result<String, String> {
         let out = self.run_in(netns, &["curl", "-sS", "--fail", "--max-time", "3", url], Duration::from_secs(5));

@@ -293,3 +293,231 @@ fn pods_reach_each_other_over_vxlan() {
     let link = String::from_utf8_lossy(&link.stdout).into_owned();
     assert!(link.contains(" mtu 1450 "), "the pod's eth0: {link}");
 }
+
+/// A LoadBalancer Service with externalTrafficPolicy Local answering on
+/// `port`, its one pod pinned to node 2.
+fn local_lb(c: &Nodes) -> Value {
+    let n2 = c.nodes[1].name.clone();
+    c.apply(&web_pod("lb-web", &n2, "lb", ""));
+    c.apply(&service("lb", "lb", "LoadBalancer", "  externalTrafficPolicy: Local\n"));
+    c.wait_pods_ready("app=lb", 1, Duration::from_secs(90)).remove(0)
+}
+
+/// `curl` from `netns`, without --fail: (status code, body).
+fn http_status(c: &Nodes, netns: &Path, url: &str) -> (u16, String) {
+    let out = c.run_in(
+        netns,
+        &["curl", "-sS", "--max-time", "3", "-o", "-", "-w", "\n%{http_code}", url],
+        Duration::from_secs(5),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    let code =
+        code.trim().parse().unwrap_or_else(|_| panic!("GET {url}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    (code, body.to_string())
+}
+
+#[test]
+fn health_check_node_port_of_a_local_load_balancer() {
+    let c = Nodes::start(NodesOptions::default());
+    local_lb(&c);
+    let hc = svc_field(&c, "lb", "/spec/healthCheckNodePort");
+    let hc_port: u16 = hc.parse().unwrap();
+    let node_port: u16 = svc_field(&c, "lb", "/spec/ports/0/nodePort").parse().unwrap();
+    assert_ne!(hc_port, node_port, "healthCheckNodePort and nodePort must differ");
+    assert!((30000..=32767).contains(&hc_port), "healthCheckNodePort {hc_port} outside the NodePort range");
+    let expect = |count: u64| {
+        serde_json::json!({"service": {"namespace": "default", "name": "lb"}, "localEndpoints": count,
+                           "serviceProxyHealthy": true})
+    };
+    // the node with the pod: 200 and one local endpoint
+    eventually("node-2's health check answers 200", Duration::from_secs(15), || {
+        let (code, body) = http_status(&c, &c.external, &format!("http://{}:{hc}/healthz", c.nodes[1].ip));
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("{code} {body}: {e}"))?;
+        if code == 200 && v == expect(1) {
+            Ok(())
+        } else {
+            Err(format!("{code} {body}"))
+        }
+    });
+    // the node without: 503 and none
+    let (code, body) = http_status(&c, &c.external, &format!("http://{}:{hc}/healthz", c.nodes[0].ip));
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), expect(0));
+    // switching the Service to Cluster releases the port and the agents close it
+    let patch = r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#;
+    c.kubectl(&["patch", "svc", "lb", "--type=merge", "-p", patch]).success();
+    let out = c.kubectl(&["get", "svc", "lb", "-o", "json"]);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(v.pointer("/spec/healthCheckNodePort").is_none(), "kept after the switch to Cluster: {v}");
+    eventually("health check port closed", Duration::from_secs(15), || {
+        match c.http_get(&c.external, &format!("http://{}:{hc}/healthz", c.nodes[1].ip)) {
+            Err(e) if e.contains("refused") || e.contains("Couldn't connect") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}
+
+#[test]
+fn load_balancer_addresses_from_a_pool() {
+    let c = Nodes::start(NodesOptions {
+        server_flags: vec!["--service-lb-pool=198.19.0.0/28".into()],
+        ..Default::default()
+    });
+    let n1 = c.nodes[0].name.clone();
+    let n2 = c.nodes[1].name.clone();
+    c.apply(&web_pod("pool-1", &n1, "pool", ""));
+    c.apply(&web_pod("pool-2", &n2, "pool", ""));
+    c.apply(&service("pool", "pool", "LoadBalancer", ""));
+    c.wait_pods_ready("app=pool", 2, Duration::from_secs(90));
+    let route = c.run_in(
+        &c.external,
+        &["ip", "route", "add", "198.19.0.0/28", "via", &c.nodes[0].ip.to_string()],
+        Duration::from_secs(5),
+    );
+    assert!(route.status.success(), "ip route add: {}", String::from_utf8_lossy(&route.stderr));
+    eventually("status.loadBalancer.ingress from the pool", Duration::from_secs(15), || {
+        let out = c.kubectl(&["get", "svc", "pool", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+        match v.pointer("/status/loadBalancer/ingress/0/ip").and_then(Value::as_str) {
+            Some("198.19.0.1") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let table = c.kubectl(&["get", "svc", "pool"]);
+    table.success().stdout_has("198.19.0.1");
+    eventually("the pool address reaches both pods", Duration::from_secs(15), || {
+        let mut seen = BTreeSet::new();
+        for _ in 0..20 {
+            seen.insert(c.http_get(&c.external, "http://198.19.0.1/")?.trim().to_string());
+        }
+        let want = BTreeSet::from(["Hello from pool-1".to_string(), "Hello from pool-2".to_string()]);
+        if seen == want {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+}
+
+/// A pod running the shell command `args` (here: echo servers on port 9000).
+fn echo_pod(name: &str, node: &str, app: &str, args: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {app}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: echo
+    image: {IMAGE}
+    command: ["sh", "-c", "{args}"]
+"#
+    )
+}
+
+#[test]
+fn agent_restart_keeps_an_open_connection() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut c = Nodes::start(NodesOptions::default());
+    let n2 = c.nodes[1].name.clone();
+    c.apply(&echo_pod("echo", &n2, "echo", "exec nc -ll -p 9000 -e cat"));
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  type: NodePort\n  selector: {app: echo}\n  ports:\n  - {port: 9000, targetPort: 9000}\n",
+    );
+    c.wait_pods_ready("app=echo", 1, Duration::from_secs(90));
+    let node_port = svc_field(&c, "echo", "/spec/ports/0/nodePort");
+    let target = format!("{}:{node_port}", c.nodes[1].ip);
+    let stream = c.in_netns(&c.external.clone(), move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match std::net::TcpStream::connect_timeout(&target.parse().unwrap(), Duration::from_secs(2)) {
+                Ok(s) => return s,
+                Err(e) if Instant::now() > deadline => panic!("connect {target}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    });
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut roundtrip = |msg: &str| -> String {
+        writer.write_all(format!("{msg}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap_or_else(|e| panic!("echo of {msg}: {e}"));
+        line.trim().to_string()
+    };
+    assert_eq!(roundtrip("before"), "before");
+    c.restart_node(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.nodes[1].log().matches("node agent running").count() < 2 {
+        assert!(Instant::now() < deadline, "node-2's agent did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // the proxy has synced again after the restart (its first full sync)
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(roundtrip("after"), "after", "the open connection through the NodePort broke");
+}
+
+/// A UDP server the test runs inside a pod's network namespace: answers
+/// every datagram on port 9000 with `reply`, for at most `lifetime`.
+fn udp_server_in(c: &Nodes, pod: &Value, reply: &'static str, lifetime: Duration) {
+    let socket = c.in_netns(&c.pod_netns(pod), || std::net::UdpSocket::bind("0.0.0.0:9000").unwrap());
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    std::thread::spawn(move || {
+        let until = Instant::now() + lifetime;
+        let mut buf = [0u8; 512];
+        while Instant::now() < until {
+            if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(reply.as_bytes(), from);
+            }
+        }
+    });
+}
+
+#[test]
+fn udp_conntrack_of_a_removed_endpoint_is_deleted() {
+    let c = Nodes::start(NodesOptions::default());
+    let (n1, n2) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
+    c.apply(&echo_pod("udp-a", &n2, "udp", "exec sleep 3600"));
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: udp}\nspec:\n  selector: {app: udp}\n  ports:\n  - {port: 9000, targetPort: 9000, protocol: UDP}\n",
+    );
+    let a = c.wait_pods_ready("app=udp", 1, Duration::from_secs(90)).remove(0);
+    udp_server_in(&c, &a, "a", Duration::from_secs(50));
+    let vip = svc_field(&c, "udp", "/spec/clusterIP");
+    // one client socket (in node 1's namespace) for the whole test
+    let target = format!("{vip}:9000");
+    let client = c.in_netns(&c.nodes[0].netns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(&target).unwrap();
+        s
+    });
+    client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let ask = || -> Result<String, String> {
+        client.send(b"who").map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let n = client.recv(&mut buf).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    eventually("udp-a answers through the ClusterIP", Duration::from_secs(15), || match ask()? {
+        s if s == "a" => Ok(()),
+        s => Err(s),
+    });
+    // replace the endpoint: udp-a goes, udp-b (on the other node) comes
+    c.kubectl(&["delete", "pod", "udp-a", "--wait=false"]).success();
+    c.apply(&echo_pod("udp-b", &n1, "udp", "exec sleep 3600"));
+    let b = c.wait_pods_ready("app=udp", 1, Duration::from_secs(60));
+    let b = b.iter().find(|p| p["metadata"]["name"] == "udp-b").unwrap_or_else(|| panic!("udp-b not ready: {b:?}"));
+    assert_ne!(ip_of(b), ip_of(&a));
+    udp_server_in(&c, b, "b", Duration::from_secs(30));
+    // the same client socket keeps sending (so its old conntrack entry would
+    // never time out) and reaches the new endpoint
+    eventually("udp-b answers the same client socket", Duration::from_secs(20), || match ask() {
+        Ok(s) if s == "b" => Ok(()),
+        other => Err(format!("{other:?}\n{}", c.ruleset(0))),
+    });
+}

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod healthcheck;
 pub mod http;
 pub mod https;
 pub mod images;

@@ -132,6 +132,34 @@ pub fn proxy_state(services: &[Service], slices: &[EndpointSlice], pods: &[Pod],
     out
 }
 
+/// The UDP endpoints (address, port) that `old` sends Service traffic to
+/// and `new` no longer does.
+pub fn removed_udp_endpoints(old: &ProxyState, new: &ProxyState) -> Vec<(Ipv4Addr, u16)> {
+    let udp = |s: &ProxyState| -> std::collections::BTreeSet<(Ipv4Addr, u16)> {
+        s.services
+            .iter()
+            .flat_map(|svc| svc.ports.iter())
+            .filter(|p| p.protocol == Protocol::Udp)
+            .flat_map(|p| p.endpoints.iter().map(|e| (e.ip, e.port)))
+            .collect()
+    };
+    let now = udp(new);
+    udp(old).into_iter().filter(|e| !now.contains(e)).collect()
+}
+
+/// Delete the conntrack entries that pin UDP clients to endpoints that are
+/// gone, so that their next datagrams reach a current endpoint.
+fn clear_udp_conntrack(old: &ProxyState, new: &ProxyState) {
+    let gone = removed_udp_endpoints(old, new);
+    if gone.is_empty() {
+        return;
+    }
+    match tokio::task::block_in_place(|| skiff_net::conntrack::delete_udp_to_endpoints(&gone)) {
+        Ok(n) => tracing::debug!(endpoints = ?gone, deleted = n, "stale UDP conntrack entries deleted"),
+        Err(e) => tracing::warn!(endpoints = ?gone, error = %e, "deleting stale UDP conntrack entries failed"),
+    }
+}
+
 /// HostPorts of the running pods on this node.
 fn host_ports(pods: &[Pod], node: &str) -> Vec<HostPort> {
     let mut out = Vec::new();
@@ -203,6 +231,8 @@ pub async fn run(
     let watchers = tokio::spawn(async move {
         tokio::join!(services, slices, pods);
     });
+    let mut health_checks = crate::healthcheck::HealthChecks::default();
+    let mut previous: Option<ProxyState> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -211,18 +241,27 @@ pub async fn run(
         // gather a burst of changes into one transaction
         tokio::time::sleep(config.debounce).await;
         while rx.try_recv().is_ok() {}
+        let services = svc_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
         let state = proxy_state(
-            &svc_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
+            &services,
             &slice_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
             &pod_store.state().iter().map(|p| (**p).clone()).collect::<Vec<_>>(),
             &config,
         );
         let started = std::time::Instant::now();
         match tokio::task::block_in_place(|| proxy.sync(&state)) {
-            Ok(stats) => tracing::debug!(?stats, elapsed = ?started.elapsed(), "proxy synced"),
+            Ok(stats) => {
+                tracing::debug!(?stats, elapsed = ?started.elapsed(), "proxy synced");
+                if let Some(old) = &previous {
+                    clear_udp_conntrack(old, &state);
+                }
+                previous = Some(state.clone());
+            }
             Err(e) => tracing::warn!(error = %e, "proxy sync failed; retrying on the next change"),
         }
+        health_checks.sync(crate::healthcheck::wanted(&services, &state)).await;
     }
+    health_checks.stop();
     watchers.abort();
 }
 
@@ -270,6 +309,36 @@ mod tests {
                 Endpoint { ip: Ipv4Addr::new(10, 244, 2, 7), port: 8080, local: false },
             ]
         );
+    }
+
+    #[test]
+    fn removed_udp_endpoints_are_those_gone_from_udp_ports() {
+        let port = |protocol, ips: &[u8]| ServicePort {
+            name: String::new(),
+            protocol,
+            port: 53,
+            node_port: None,
+            endpoints: ips
+                .iter()
+                .map(|i| Endpoint { ip: Ipv4Addr::new(10, 244, 1, *i), port: 5353, local: true })
+                .collect(),
+        };
+        let state = |udp: &[u8], tcp: &[u8]| ProxyState {
+            services: vec![proxy::Service {
+                namespace: "default".into(),
+                name: "dns".into(),
+                cluster_ip: None,
+                external_ips: vec![],
+                load_balancer_ips: vec![],
+                session_affinity_timeout: None,
+                internal_traffic_local: false,
+                external_traffic_local: false,
+                ports: vec![port(Protocol::Udp, udp), port(Protocol::Tcp, tcp)],
+            }],
+            ..Default::default()
+        };
+        let gone = removed_udp_endpoints(&state(&[2, 3], &[2, 3]), &state(&[3, 4], &[4]));
+        assert_eq!(gone, vec![(Ipv4Addr::new(10, 244, 1, 2), 5353)]);
     }
 
     #[test]

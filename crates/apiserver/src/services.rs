@@ -14,6 +14,14 @@ fn needs_node_ports(svc: &Value) -> bool {
     matches!(svc_type(svc), "NodePort" | "LoadBalancer")
 }
 
+/// A LoadBalancer Service with externalTrafficPolicy Local gets a
+/// healthCheckNodePort (from the NodePort range), which every node's proxy
+/// answers with its count of local endpoints.
+fn needs_health_check_port(svc: &Value) -> bool {
+    svc_type(svc) == "LoadBalancer"
+        && svc.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) == Some("Local")
+}
+
 fn needs_cluster_ip(svc: &Value) -> bool {
     svc_type(svc) != "ExternalName"
 }
@@ -137,6 +145,36 @@ async fn allocate_inner(
             p.remove("nodePort");
         }
     }
+    if needs_health_check_port(svc) {
+        let requested = svc.pointer("/spec/healthCheckNodePort").and_then(Value::as_i64).unwrap_or(0);
+        let kept = old
+            .filter(|o| needs_health_check_port(o))
+            .and_then(|o| o.pointer("/spec/healthCheckNodePort"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let field = "spec.healthCheckNodePort".to_string();
+        let chosen = if requested == 0 && kept != 0 {
+            kept
+        } else if requested == 0 {
+            let p = alloc.allocate_port(owner).await.map_err(|e| invalid(svc, field, "0".into(), e.to_string()))?;
+            taken.push(Allocation::Port(p));
+            p
+        } else if requested == kept {
+            requested
+        } else {
+            alloc
+                .reserve_port(requested, owner)
+                .await
+                .map_err(|e| invalid(svc, field, requested.to_string(), e.to_string()))?;
+            taken.push(Allocation::Port(requested));
+            requested
+        };
+        if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("healthCheckNodePort".into(), json!(chosen));
+        }
+    } else if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("healthCheckNodePort");
+    }
     Ok(())
 }
 
@@ -150,6 +188,9 @@ pub fn held(svc: &Value) -> Vec<Allocation> {
     }
     if let Some(ports) = svc.pointer("/spec/ports").and_then(Value::as_array) {
         out.extend(ports.iter().filter_map(|p| p.get("nodePort").and_then(Value::as_i64)).map(Allocation::Port));
+    }
+    if let Some(p) = svc.pointer("/spec/healthCheckNodePort").and_then(Value::as_i64) {
+        out.push(Allocation::Port(p));
     }
     out
 }

@@ -12,6 +12,7 @@
 //! - [`proxy`]: the service proxy, one nftables table (`ip skiff`).
 
 pub mod bridge;
+pub mod conntrack;
 pub mod ipam;
 pub mod netns;
 pub mod pod;

@@ -1,0 +1,302 @@
+//! Deleting stale UDP conntrack entries, as kube-proxy does when a UDP
+//! Service loses an endpoint: without it, a client that keeps sending from
+//! the same socket stays pinned by its conntrack entry to the endpoint that
+//! is gone, and its datagrams never reach the new one.
+//!
+//! Speaks ctnetlink (NETLINK_NETFILTER) directly: one dump of the IPv4
+//! table, then one delete per matching entry by its original tuple. Runs in
+//! the caller's network namespace.
+
+use std::net::Ipv4Addr;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const AF_INET: u8 = 2;
+const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+const IPPROTO_UDP: u8 = 17;
+const ENOENT: i32 = 2;
+
+/// One direction of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// A conntrack entry: what the client sent to, and what answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub orig: Tuple,
+    pub reply: Tuple,
+}
+
+impl Entry {
+    /// A UDP flow that was DNATed to `ip:port` (a Service's endpoint), as
+    /// opposed to traffic addressed to the pod directly.
+    fn nat_to_udp_endpoint(&self, ip: Ipv4Addr, port: u16) -> bool {
+        self.orig.protocol == IPPROTO_UDP
+            && self.reply.src == ip
+            && self.reply.src_port == port
+            && (self.orig.dst != ip || self.orig.dst_port != port)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConntrackError {
+    #[error("conntrack netlink socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("conntrack {op}: kernel error {errno}")]
+    Kernel { op: &'static str, errno: i32 },
+}
+
+/// Delete the UDP conntrack entries of flows DNATed to any of `endpoints`
+/// (ip, port). Returns how many were deleted.
+pub fn delete_udp_to_endpoints(endpoints: &[(Ipv4Addr, u16)]) -> Result<usize, ConntrackError> {
+    if endpoints.is_empty() {
+        return Ok(0);
+    }
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let stale: Vec<Entry> = dump(&socket)?
+        .into_iter()
+        .filter(|e| endpoints.iter().any(|(ip, port)| e.nat_to_udp_endpoint(*ip, *port)))
+        .collect();
+    let mut deleted = 0;
+    for (seq, entry) in stale.iter().enumerate() {
+        let seq = u32::try_from(seq).unwrap_or(u32::MAX).wrapping_add(2);
+        let mut msg = header(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq);
+        push_tuple(&mut msg, CTA_TUPLE_ORIG, &entry.orig);
+        finish(&mut msg);
+        socket.send(&msg, 0)?;
+        match ack(&socket)? {
+            0 => deleted += 1,
+            // gone meanwhile
+            e if e == -ENOENT => {}
+            errno => return Err(ConntrackError::Kernel { op: "delete", errno }),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Every IPv4 conntrack entry.
+pub fn dump(socket: &Socket) -> Result<Vec<Entry>, ConntrackError> {
+    let mut msg = header(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, 1);
+    finish(&mut msg);
+    socket.send(&msg, 0)?;
+    let mut out = Vec::new();
+    loop {
+        let (buf, _) = socket.recv_from_full()?;
+        for (ty, payload) in messages(&buf) {
+            match ty {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR => {
+                    let errno = payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    if errno != 0 {
+                        return Err(ConntrackError::Kernel { op: "dump", errno });
+                    }
+                }
+                t if t == (NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW) => {
+                    if let Some(e) = payload.get(4..).and_then(parse_entry) {
+                        out.push(e);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The errno of the kernel's answer to one request (0 = done).
+fn ack(socket: &Socket) -> Result<i32, ConntrackError> {
+    loop {
+        let (buf, _) = socket.recv_from_full()?;
+        for (ty, payload) in messages(&buf) {
+            if ty == NLMSG_ERROR {
+                return Ok(payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])));
+            }
+        }
+    }
+}
+
+fn header(msg: u16, flags: u16, seq: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    v.extend_from_slice(&0u32.to_ne_bytes());
+    v.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | msg).to_ne_bytes());
+    v.extend_from_slice(&flags.to_ne_bytes());
+    v.extend_from_slice(&seq.to_ne_bytes());
+    v.extend_from_slice(&0u32.to_ne_bytes());
+    // nfgenmsg: family, version, resource id (big endian)
+    v.extend_from_slice(&[AF_INET, 0, 0, 0]);
+    v
+}
+
+fn finish(msg: &mut [u8]) {
+    let len = u32::try_from(msg.len()).unwrap_or(u32::MAX).to_ne_bytes();
+    msg[..4].copy_from_slice(&len);
+}
+
+fn push_attr(msg: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
+    msg.extend_from_slice(&len.to_ne_bytes());
+    msg.extend_from_slice(&ty.to_ne_bytes());
+    msg.extend_from_slice(data);
+    while !msg.len().is_multiple_of(4) {
+        msg.push(0);
+    }
+}
+
+fn nested(ty: u16, build: impl FnOnce(&mut Vec<u8>)) -> (u16, Vec<u8>) {
+    let mut inner = Vec::new();
+    build(&mut inner);
+    (ty | NLA_F_NESTED, inner)
+}
+
+fn push_tuple(msg: &mut Vec<u8>, which: u16, t: &Tuple) {
+    let (ty, body) = nested(which, |m| {
+        let (ip_ty, ip) = nested(CTA_TUPLE_IP, |m| {
+            push_attr(m, CTA_IP_V4_SRC, &t.src.octets());
+            push_attr(m, CTA_IP_V4_DST, &t.dst.octets());
+        });
+        push_attr(m, ip_ty, &ip);
+        let (proto_ty, proto) = nested(CTA_TUPLE_PROTO, |m| {
+            push_attr(m, CTA_PROTO_NUM, &[t.protocol]);
+            push_attr(m, CTA_PROTO_SRC_PORT, &t.src_port.to_be_bytes());
+            push_attr(m, CTA_PROTO_DST_PORT, &t.dst_port.to_be_bytes());
+        });
+        push_attr(m, proto_ty, &proto);
+    });
+    push_attr(msg, ty, &body);
+}
+
+/// The netlink messages in one datagram: (type, payload after the header).
+fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 16 <= buf.len() {
+        let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        let ty = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+        if len < 16 || at + len > buf.len() {
+            break;
+        }
+        out.push((ty, &buf[at + 16..at + len]));
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+/// The attributes in `buf`: (type without flags, payload).
+fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= buf.len() {
+        let len = u16::from_ne_bytes([buf[at], buf[at + 1]]) as usize;
+        let ty = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & NLA_TYPE_MASK;
+        if len < 4 || at + len > buf.len() {
+            break;
+        }
+        out.push((ty, &buf[at + 4..at + len]));
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+fn parse_tuple(buf: &[u8]) -> Option<Tuple> {
+    let mut t = Tuple { src: Ipv4Addr::UNSPECIFIED, dst: Ipv4Addr::UNSPECIFIED, protocol: 0, src_port: 0, dst_port: 0 };
+    let v4 = |b: &[u8]| -> Option<Ipv4Addr> { Some(Ipv4Addr::new(*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?)) };
+    let port = |b: &[u8]| -> Option<u16> { Some(u16::from_be_bytes([*b.first()?, *b.get(1)?])) };
+    for (ty, body) in attrs(buf) {
+        match ty {
+            CTA_TUPLE_IP => {
+                for (ty, b) in attrs(body) {
+                    match ty {
+                        CTA_IP_V4_SRC => t.src = v4(b)?,
+                        CTA_IP_V4_DST => t.dst = v4(b)?,
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                for (ty, b) in attrs(body) {
+                    match ty {
+                        CTA_PROTO_NUM => t.protocol = *b.first()?,
+                        CTA_PROTO_SRC_PORT => t.src_port = port(b)?,
+                        CTA_PROTO_DST_PORT => t.dst_port = port(b)?,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(t)
+}
+
+fn parse_entry(buf: &[u8]) -> Option<Entry> {
+    let (mut orig, mut reply) = (None, None);
+    for (ty, body) in attrs(buf) {
+        match ty {
+            CTA_TUPLE_ORIG => orig = parse_tuple(body),
+            CTA_TUPLE_REPLY => reply = parse_tuple(body),
+            _ => {}
+        }
+    }
+    Some(Entry { orig: orig?, reply: reply? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Tuple {
+        Tuple { src: src.into(), dst: dst.into(), protocol: IPPROTO_UDP, src_port: sport, dst_port: dport }
+    }
+
+    #[test]
+    fn a_tuple_survives_encoding_and_parsing() {
+        let t = tuple([10, 244, 1, 5], 40000, [10, 96, 0, 7], 53);
+        let mut msg = Vec::new();
+        push_tuple(&mut msg, CTA_TUPLE_ORIG, &t);
+        let reply = tuple([10, 244, 2, 9], 5353, [10, 244, 1, 5], 40000);
+        push_tuple(&mut msg, CTA_TUPLE_REPLY, &reply);
+        assert_eq!(parse_entry(&msg), Some(Entry { orig: t, reply }));
+    }
+
+    #[test]
+    fn only_flows_nated_to_the_endpoint_match() {
+        let ep = (Ipv4Addr::new(10, 244, 2, 9), 5353);
+        let via_service = Entry {
+            orig: tuple([10, 244, 1, 5], 40000, [10, 96, 0, 7], 53),
+            reply: tuple([10, 244, 2, 9], 5353, [10, 244, 1, 5], 40000),
+        };
+        let direct = Entry {
+            orig: tuple([10, 244, 1, 5], 40000, [10, 244, 2, 9], 5353),
+            reply: tuple([10, 244, 2, 9], 5353, [10, 244, 1, 5], 40000),
+        };
+        assert!(via_service.nat_to_udp_endpoint(ep.0, ep.1));
+        assert!(!direct.nat_to_udp_endpoint(ep.0, ep.1));
+        assert!(!via_service.nat_to_udp_endpoint(ep.0, 5354));
+    }
+}
