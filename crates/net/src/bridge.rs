@@ -595,7 +595,7 @@ async fn delete_link(h: &Handle, name: &str) -> Result<()> {
     Ok(())
 }
 
-async fn has_address(h: &Handle, idx: u32, ip: Ipv4Addr, prefix: u8) -> Result<bool> {
+pub(crate) async fn has_address(h: &Handle, idx: u32, ip: Ipv4Addr, prefix: u8) -> Result<bool> {
     let addrs: Vec<_> = h
         .address()
         .get()

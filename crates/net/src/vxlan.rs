@@ -96,19 +96,7 @@ pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, pod_cidr: Ipv4Net, mtu
     }
     let (idx, mac) = link(h, DEVICE).await?.ok_or_else(|| nl(format!("{DEVICE} vanished")))?;
     let vtep = vtep_address(pod_cidr);
-    let addrs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(idx)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| nl(format!("listing addresses of {DEVICE}: {e}")))?;
-    let has = addrs.iter().any(|a| {
-        a.attributes.iter().any(
-            |x| matches!(x, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(v)) if *v == vtep),
-        )
-    });
+    let has = crate::bridge::has_address(h, idx, vtep, 32).await?;
     if !has {
         h.address()
             .add(idx, IpAddr::V4(vtep), 32)
