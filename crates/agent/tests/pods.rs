@@ -259,6 +259,60 @@ fn probes_flip_readiness_and_restart_on_liveness_failure() {
     });
 }
 
+/// A gRPC health server (tonic's, a real gRPC implementation) listening on
+/// `port` inside a pod's network namespace; the reporter sets what it answers.
+fn grpc_health_in_pod(netns: &Path, port: u16) -> tonic_health::server::HealthReporter {
+    let ns = netns.to_path_buf();
+    let std_listener = std::thread::spawn(move || {
+        support::enter(&ns);
+        let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        l
+    })
+    .join()
+    .unwrap();
+    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming));
+    reporter
+}
+
+#[test]
+fn grpc_probes_follow_the_health_service_in_the_pod() {
+    with_cluster(|c| async move {
+        c.create_pod(serde_json::json!({"metadata": {"name": "grpc-ready"}, "spec": {"containers": [{
+            "name": "app", "image": TEST_IMAGE, "command": ["sleep", "3600"],
+            "readinessProbe": {"grpc": {"port": 9090}, "periodSeconds": 1, "failureThreshold": 1}}]}}))
+            .await;
+        let p = c.wait_pod("grpc-ready", 60, "Running", |p| phase(p) == "Running").await;
+        // the probe dials the pod's address (loopback in its namespace when this fixture gives none)
+        let ip = p.status.as_ref().unwrap().pod_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
+        // nothing listens yet: refused, in the kubelet's words
+        c.wait_event(
+            "grpc-ready",
+            "Unhealthy",
+            &format!("Readiness probe failed: error: failed to connect service at \"{ip}:9090\": dial tcp {ip}:9090: connect: connection refused"),
+            15,
+        )
+        .await;
+        let reporter = grpc_health_in_pod(&c.netns_of(&p), 9090);
+        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        c.wait_event(
+            "grpc-ready",
+            "Unhealthy",
+            "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")",
+            15,
+        )
+        .await;
+        assert_eq!(condition(&c.pods().get("grpc-ready").await.unwrap(), "Ready").as_deref(), Some("False"));
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        c.wait_pod("grpc-ready", 15, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        c.wait_pod("grpc-ready", 15, "unready again", |p| condition(p, "Ready").as_deref() == Some("False")).await;
+    });
+}
+
 #[test]
 fn exec_probes_and_lifecycle_hooks_run_in_the_container() {
     with_cluster(|c| async move {

@@ -14,9 +14,9 @@
 //! output (at most [`MAX_OUTPUT`] bytes) in the event; timeoutSeconds kills
 //! the command and counts as a failure. A probe that cannot run at all (the
 //! runtime refused the exec) is an `errored` event and is not counted, as
-//! the kubelet does. grpc probes are not supported yet: they are reported
-//! once as an event, and a container with such a readiness or startup probe
-//! stays unready.
+//! the kubelet does. grpc probes call grpc.health.v1.Health/Check over
+//! HTTP/2 on the pod's address from its namespace ([`grpc_check`]): only
+//! SERVING is success, with the kubelet's messages for every failure.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -194,9 +194,7 @@ pub struct Worker {
 
 /// Why a probe cannot run here, if it cannot.
 pub fn unsupported(p: &Probe) -> Option<&'static str> {
-    if p.grpc.is_some() {
-        Some("grpc probes are not supported yet")
-    } else if p.http_get.is_none() && p.tcp_socket.is_none() && p.exec.is_none() {
+    if p.http_get.is_none() && p.tcp_socket.is_none() && p.exec.is_none() && p.grpc.is_none() {
         Some("the probe has no handler")
     } else {
         None
@@ -417,7 +415,281 @@ pub async fn run_probe(p: &Probe, c: &Container, target: &Target, timeout: Durat
             Err(e) => (Outcome::Failure, e),
         };
     }
+    if let Some(g) = &p.grpc {
+        let Ok(port) = u16::try_from(g.port) else {
+            return (Outcome::Failure, format!("invalid port {}", g.port));
+        };
+        let addr = SocketAddr::new(default_host(target), port);
+        return grpc_check(target, addr, g.service.as_deref().unwrap_or(""), timeout).await;
+    }
     (Outcome::Unknown, unsupported(p).unwrap_or("unsupported probe").to_string())
+}
+
+/// Go's rendering of a whole-second duration (`1s`, `1m30s`, `1h0m0s`), as
+/// the kubelet's messages print timeouts.
+fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let ms = d.subsec_millis();
+    if s < 60 {
+        return if ms == 0 { format!("{s}s") } else { format!("{}s", format!("{s}.{ms:03}").trim_end_matches('0')) };
+    }
+    let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else {
+        format!("{m}m{s}s")
+    }
+}
+
+/// gRPC status code names, as grpc-go prints them.
+fn grpc_code_name(code: u32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("Unknown")
+}
+
+/// grpc.health.v1.HealthCheckResponse.ServingStatus names.
+fn serving_status_name(v: u64) -> String {
+    match v {
+        0 => "UNKNOWN".into(),
+        1 => "SERVING".into(),
+        2 => "NOT_SERVING".into(),
+        3 => "SERVICE_UNKNOWN".into(),
+        n => n.to_string(),
+    }
+}
+
+/// A gRPC call's failure: its status code and message.
+#[derive(Debug, PartialEq, Eq)]
+struct GrpcStatus {
+    code: u32,
+    message: String,
+}
+
+/// The gRPC code for a non-200 HTTP answer (gRPC's HTTP-to-gRPC mapping).
+fn code_of_http(status: u16) -> u32 {
+    match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
+    }
+}
+
+/// The status a response's headers or trailers carry, if any.
+fn grpc_status_of(h: &http::HeaderMap) -> Option<GrpcStatus> {
+    let code = h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()?;
+    let message = h.get("grpc-message").and_then(|m| m.to_str().ok()).map(percent_decode).unwrap_or_default();
+    Some(GrpcStatus { code, message })
+}
+
+/// grpc-message is percent-encoded UTF-8.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A protobuf varint at the start of `b`: its value and length.
+fn varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// The `status` field (1) of an encoded HealthCheckResponse; 0 (UNKNOWN)
+/// when absent, as proto3 defaults it. Other fields are skipped.
+fn health_status(mut msg: &[u8]) -> Result<u64, String> {
+    let bad = || "grpc: failed to unmarshal the received message".to_string();
+    let mut status = 0;
+    while !msg.is_empty() {
+        let (key, n) = varint(msg).ok_or_else(bad)?;
+        msg = &msg[n..];
+        match key & 7 {
+            0 => {
+                let (v, n) = varint(msg).ok_or_else(bad)?;
+                if key >> 3 == 1 {
+                    status = v;
+                }
+                msg = &msg[n..];
+            }
+            1 => msg = msg.get(8..).ok_or_else(bad)?,
+            2 => {
+                let (len, n) = varint(msg).ok_or_else(bad)?;
+                let end = n.checked_add(usize::try_from(len).map_err(|_| bad())?).ok_or_else(bad)?;
+                msg = msg.get(end..).ok_or_else(bad)?;
+            }
+            5 => msg = msg.get(4..).ok_or_else(bad)?,
+            _ => return Err(bad()),
+        }
+    }
+    Ok(status)
+}
+
+/// An encoded HealthCheckRequest in its gRPC frame (uncompressed).
+fn health_request(service: &str) -> bytes::Bytes {
+    let mut msg = Vec::with_capacity(service.len() + 8);
+    if !service.is_empty() {
+        msg.push(0x0a); // field 1, length-delimited
+        let mut len = service.len() as u64;
+        while len >= 0x80 {
+            msg.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        msg.push(len as u8);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut framed = Vec::with_capacity(msg.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    framed.into()
+}
+
+/// One Health/Check call on an HTTP/2 connection: the serving status, or
+/// the call's gRPC status when it failed.
+async fn health_call<S>(stream: S, addr: SocketAddr, service: &str) -> Result<Result<u64, GrpcStatus>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let task = tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header(http::header::USER_AGENT, "kube-probe/1.33 grpc-skiff")
+        .body(http_body_util::Full::new(health_request(service)))
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if res.status() != http::StatusCode::OK {
+            let code = code_of_http(res.status().as_u16());
+            let message = format!("unexpected HTTP status code received from server: {}", res.status().as_u16());
+            return Ok(Err(GrpcStatus { code, message }));
+        }
+        // trailers-only: the status is in the headers
+        if let Some(st) = grpc_status_of(res.headers()).filter(|s| s.code != 0) {
+            return Ok(Err(st));
+        }
+        let body = res.into_body().collect().await.map_err(|e| e.to_string())?;
+        let status = body.trailers().and_then(grpc_status_of);
+        match status {
+            Some(st) if st.code != 0 => return Ok(Err(st)),
+            None => {
+                let message = "server closed the stream without sending trailers".to_string();
+                return Ok(Err(GrpcStatus { code: 13, message }));
+            }
+            Some(_) => {}
+        }
+        let data = body.to_bytes();
+        let frame = data.get(5..).filter(|_| data.first() == Some(&0));
+        let Some(msg) = frame else {
+            let message = "grpc: failed to decode the received message".to_string();
+            return Ok(Err(GrpcStatus { code: 13, message }));
+        };
+        Ok(health_status(msg).map_err(|message| GrpcStatus { code: 13, message }))
+    }
+    .await;
+    task.abort();
+    result
+}
+
+/// A gRPC health check as the kubelet makes it (pkg/probe/grpc): plaintext
+/// HTTP/2 to the pod's address; SERVING is success, anything else failure.
+pub async fn grpc_check(target: &Target, addr: SocketAddr, service: &str, timeout: Duration) -> (Outcome, String) {
+    let within = go_duration(timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = match tokio::time::timeout_at(deadline, connect(target, addr, timeout)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.ends_with("i/o timeout") => {
+            let msg = format!(
+                "timeout: failed to connect service {:?} within {within}: context deadline exceeded",
+                addr.to_string()
+            );
+            return (Outcome::Failure, msg);
+        }
+        Ok(Err(e)) => {
+            return (Outcome::Failure, format!("error: failed to connect service at {:?}: {e}", addr.to_string()))
+        }
+        Err(_) => {
+            let msg = format!(
+                "timeout: failed to connect service {:?} within {within}: context deadline exceeded",
+                addr.to_string()
+            );
+            return (Outcome::Failure, msg);
+        }
+    };
+    match tokio::time::timeout_at(deadline, health_call(stream, addr, service)).await {
+        Err(_) => (Outcome::Failure, format!("timeout: health rpc did not complete within {within}")),
+        Ok(Err(e)) => {
+            (Outcome::Failure, format!("error: health rpc probe failed: rpc error: code = Unavailable desc = {e}"))
+        }
+        Ok(Ok(Ok(1))) => (Outcome::Success, "service healthy".into()),
+        Ok(Ok(Ok(other))) => {
+            (Outcome::Failure, format!("service unhealthy (responded with {:?})", serving_status_name(other)))
+        }
+        Ok(Ok(Err(st))) if st.code == 12 => (
+            Outcome::Failure,
+            format!(
+                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                st.message
+            ),
+        ),
+        Ok(Ok(Err(st))) if st.code == 4 => {
+            (Outcome::Failure, format!("timeout: health rpc did not complete within {within}"))
+        }
+        Ok(Ok(Err(st))) => (
+            Outcome::Failure,
+            format!(
+                "error: health rpc probe failed: rpc error: code = {} desc = {}",
+                grpc_code_name(st.code),
+                st.message
+            ),
+        ),
+    }
 }
 
 /// An HTTP GET as the kubelet's prober makes it; returns the status code.
@@ -575,10 +847,110 @@ mod tests {
     }
 
     #[test]
-    fn grpc_probes_are_reported_unsupported() {
+    fn probes_need_a_handler() {
         let p: Probe = serde_json::from_value(serde_json::json!({"exec": {"command": ["true"]}})).unwrap();
         assert_eq!(unsupported(&p), None);
         let p: Probe = serde_json::from_value(serde_json::json!({"grpc": {"port": 9000}})).unwrap();
-        assert_eq!(unsupported(&p), Some("grpc probes are not supported yet"));
+        assert_eq!(unsupported(&p), None);
+        let p: Probe = serde_json::from_value(serde_json::json!({"periodSeconds": 3})).unwrap();
+        assert_eq!(unsupported(&p), Some("the probe has no handler"));
+    }
+
+    #[test]
+    fn grpc_wire_helpers() {
+        assert_eq!(go_duration(Duration::from_secs(1)), "1s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(percent_decode("not%20found%"), "not found%");
+        assert_eq!(health_status(&[0x08, 0x02]), Ok(2));
+        // unknown fields are skipped; an empty message is UNKNOWN
+        assert_eq!(health_status(&[0x12, 0x01, 0x41, 0x08, 0x01]), Ok(1));
+        assert_eq!(health_status(&[]), Ok(0));
+        assert!(health_status(&[0x08]).is_err());
+        assert_eq!(&health_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(&health_request("ab")[..], &[0, 0, 0, 0, 4, 0x0a, 2, b'a', b'b']);
+    }
+
+    fn grpc_probe(port: u16, service: Option<&str>) -> Probe {
+        serde_json::from_value(serde_json::json!({"grpc": {"port": port, "service": service}})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_against_a_real_grpc_health_server() {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        reporter.set_service_status("skiff.Down", tonic_health::ServingStatus::NotServing).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming));
+        let c = container();
+        let target = Target { netns: None, pod_ip: None };
+        let t = Duration::from_secs(2);
+        let (o, msg) = run_probe(&grpc_probe(port, None), &c, &target, t).await;
+        assert_eq!((o, msg.as_str()), (Outcome::Success, "service healthy"));
+        let (o, msg) = run_probe(&grpc_probe(port, Some("skiff.Down")), &c, &target, t).await;
+        assert_eq!((o, msg.as_str()), (Outcome::Failure, "service unhealthy (responded with \"NOT_SERVING\")"));
+        let (o, msg) = run_probe(&grpc_probe(port, Some("skiff.Missing")), &c, &target, t).await;
+        assert_eq!(o, Outcome::Failure);
+        assert!(msg.starts_with("error: health rpc probe failed: rpc error: code = NotFound desc = "), "{msg}");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (o, msg) = run_probe(&grpc_probe(closed, None), &c, &target, t).await;
+        assert_eq!(o, Outcome::Failure);
+        assert_eq!(
+            msg,
+            format!(
+                "error: failed to connect service at \"127.0.0.1:{closed}\": dial tcp 127.0.0.1:{closed}: connect: connection refused"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_against_servers_that_are_not_health_servers() {
+        use hyper::service::service_fn;
+        // answers every call as grpc-go does for an unregistered service (trailers-only, 12)
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else { return };
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                        assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                        assert_eq!(req.headers()["te"], "trailers");
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "12")
+                            .header("grpc-message", "unknown%20service%20grpc.health.v1.Health")
+                            .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let c = container();
+        let target = Target { netns: None, pod_ip: None };
+        let (o, msg) = run_probe(&grpc_probe(port, None), &c, &target, Duration::from_secs(2)).await;
+        assert_eq!(o, Outcome::Failure);
+        assert_eq!(
+            msg,
+            "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): unknown service grpc.health.v1.Health"
+        );
+        // a plain TCP server that never speaks HTTP/2: the call times out
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let started = std::time::Instant::now();
+        let (o, msg) = run_probe(&grpc_probe(silent_port, None), &c, &target, Duration::from_secs(1)).await;
+        assert_eq!((o, msg.as_str()), (Outcome::Failure, "timeout: health rpc did not complete within 1s"));
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 }
