@@ -477,6 +477,9 @@ impl Drop for Nodes {
         }
         // containers first (their tasks hold the pods' namespaces), then mounts, then namespaces
         drop(self.containerd.take());
+        for n in &self.nodes {
+            skiff_agent::testing::remove_empty_cgroups(&format!("skiff/{}", n.name));
+        }
         unmount_under(&self.dir);
         for ns in self.namespaces.drain(..) {
             let _ = Command::new("ip").args(["netns", "delete", &ns]).status();

@@ -249,6 +249,7 @@ pub async fn start_agent_with(
     config.cluster_domain = opts.cluster_domain.clone();
     config.kubelet_port = opts.kubelet_port;
     config.pause_image = crate::runtime::containerd::PAUSE_IMAGE.to_string();
+    config.pod_cgroup_root = Some(format!("/skiff/{}", config.node_name));
     Ok(match opts.network {
         Some(net) => Agent::with_bridge(config, Arc::new(runtime), net, client),
         None => Agent::new(config, Arc::new(runtime), Arc::new(skiff_net::LoopbackOnly), client),

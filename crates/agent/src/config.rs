@@ -33,6 +33,9 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// Containerd's version as reported in nodeInfo (asked of the runtime when it answers).
     pub container_runtime_version: String,
+    /// Where pod cgroups go (`/skiff/<node>`; see pods::cgroups); None:
+    /// containers get the runtime's default cgroup (tests with a fake runtime).
+    pub pod_cgroup_root: Option<String>,
 }
 
 impl AgentConfig {
@@ -52,6 +55,7 @@ impl AgentConfig {
             node_status_period: Duration::from_secs(60),
             resync: Duration::from_secs(10),
             container_runtime_version: "containerd://1.6.20".into(),
+            pod_cgroup_root: None,
         }
     }
 

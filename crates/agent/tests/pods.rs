@@ -391,6 +391,75 @@ fn exec_probes_and_lifecycle_hooks_run_in_the_container() {
     });
 }
 
+/// A pod cgroup's directory in the hierarchy holding `controller` (v1), or
+/// the unified one (v2).
+fn cgroup_dir(controller: &str, path: &str) -> std::path::PathBuf {
+    let base = Path::new("/sys/fs/cgroup");
+    let rel = path.trim_start_matches('/');
+    if base.join("cgroup.controllers").exists() {
+        base.join(rel)
+    } else {
+        base.join(controller).join(rel)
+    }
+}
+
+fn read_trim(p: std::path::PathBuf) -> String {
+    fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
+}
+
+#[test]
+fn pods_run_in_their_own_cgroup_with_the_pods_limits() {
+    with_cluster(|c| async move {
+        let sleeper = |name: &str, limits: serde_json::Value| serde_json::json!({"name": name, "image": TEST_IMAGE, "command": ["sleep", "3600"], "resources": {"limits": limits}});
+        c.create_pod(serde_json::json!({"metadata": {"name": "cg-guaranteed"}, "spec": {"containers": [
+            sleeper("a", serde_json::json!({"cpu": "200m", "memory": "32Mi"})),
+            sleeper("b", serde_json::json!({"cpu": "300m", "memory": "32Mi"}))]}}))
+            .await;
+        c.create_pod(serde_json::json!({"metadata": {"name": "cg-besteffort"}, "spec": {
+            "terminationGracePeriodSeconds": 1, "containers": [sleeper("a", serde_json::json!({}))]}}))
+            .await;
+        let g = c.wait_pod("cg-guaranteed", 60, "Running", |p| phase(p) == "Running").await;
+        let b = c.wait_pod("cg-besteffort", 60, "Running", |p| phase(p) == "Running").await;
+        let g_path = format!("/skiff/{NODE}/kubepods/pod{}", g.metadata.uid.as_deref().unwrap());
+        let b_path = format!("/skiff/{NODE}/kubepods/besteffort/pod{}", b.metadata.uid.as_deref().unwrap());
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        // the pod's limits are the sums of its containers'
+        if v2 {
+            assert_eq!(read_trim(cgroup_dir("memory", &g_path).join("memory.max")), (64u64 << 20).to_string());
+            assert_eq!(read_trim(cgroup_dir("cpu", &g_path).join("cpu.max")), "50000 100000");
+            assert_eq!(read_trim(cgroup_dir("cpu", &b_path).join("cpu.weight")), "1");
+        } else {
+            assert_eq!(
+                read_trim(cgroup_dir("memory", &g_path).join("memory.limit_in_bytes")),
+                (64u64 << 20).to_string()
+            );
+            assert_eq!(read_trim(cgroup_dir("cpu", &g_path).join("cpu.cfs_quota_us")), "50000");
+            assert_eq!(read_trim(cgroup_dir("cpu", &g_path).join("cpu.shares")), "512");
+            assert_eq!(read_trim(cgroup_dir("cpu", &b_path).join("cpu.shares")), "2");
+        }
+        // the sandbox and both containers run below it, each in its own cgroup
+        let children: Vec<std::path::PathBuf> = fs::read_dir(cgroup_dir("memory", &g_path))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(children.len(), 3, "{children:?}");
+        for child in &children {
+            assert!(!read_trim(child.join("cgroup.procs")).is_empty(), "{} holds no process", child.display());
+        }
+        // a deleted pod's cgroup goes with it
+        c.pods().delete("cg-besteffort", &DeleteParams::default()).await.unwrap();
+        c.wait_gone("cg-besteffort", 30).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cgroup_dir("memory", &b_path).exists() {
+            assert!(Instant::now() < deadline, "{b_path} still exists after the pod was deleted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(cgroup_dir("memory", &g_path).exists());
+    });
+}
+
 #[test]
 fn deletion_honours_the_grace_period() {
     with_cluster(|c| async move {

@@ -96,7 +96,19 @@ pub async fn collect(ctx: &Ctx, pods: &HashSet<String>) {
             }
         }
     }
-    // network namespaces and pod directories of pods that are gone
+    // pod cgroups, network namespaces and pod directories of pods that are gone
+    if let Some(root) = ctx.config.pod_cgroup_root.clone() {
+        let pods = pods.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for path in super::cgroups::orphans(&root, &pods) {
+                tracing::info!(cgroup = %path, "removing the cgroup of a deleted pod");
+                if let Err(e) = super::cgroups::remove(&path) {
+                    tracing::warn!(error = %e, "garbage collection: removing a pod cgroup failed");
+                }
+            }
+        })
+        .await;
+    }
     for entry in std::fs::read_dir(ctx.config.netns_dir()).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !pods.contains(&name) {

@@ -9,6 +9,7 @@
 //! (quantities, cgroups, QoS), `gc` (restart adoption and garbage collection).
 
 pub mod backoff;
+pub mod cgroups;
 pub mod dns;
 pub mod env;
 pub mod gc;

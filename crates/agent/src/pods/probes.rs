@@ -30,6 +30,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
+use super::backoff::go_duration;
 use crate::runtime::{ExecSpec, Runtime};
 
 /// How much of an exec probe's or hook's output is kept (the kubelet's 10 KiB).
@@ -423,22 +424,6 @@ pub async fn run_probe(p: &Probe, c: &Container, target: &Target, timeout: Durat
         return grpc_check(target, addr, g.service.as_deref().unwrap_or(""), timeout).await;
     }
     (Outcome::Unknown, unsupported(p).unwrap_or("unsupported probe").to_string())
-}
-
-/// Go's rendering of a whole-second duration (`1s`, `1m30s`, `1h0m0s`), as
-/// the kubelet's messages print timeouts.
-fn go_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    let ms = d.subsec_millis();
-    if s < 60 {
-        return if ms == 0 { format!("{s}s") } else { format!("{}s", format!("{s}.{ms:03}").trim_end_matches('0')) };
-    }
-    let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else {
-        format!("{m}m{s}s")
-    }
 }
 
 /// gRPC status code names, as grpc-go prints them.
@@ -858,10 +843,6 @@ mod tests {
 
     #[test]
     fn grpc_wire_helpers() {
-        assert_eq!(go_duration(Duration::from_secs(1)), "1s");
-        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(percent_decode("not%20found%"), "not found%");
         assert_eq!(health_status(&[0x08, 0x02]), Ok(2));
         // unknown fields are skipped; an empty message is UNKNOWN

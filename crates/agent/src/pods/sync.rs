@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::backoff::{go_duration, Backoff};
+use super::cgroups;
 use super::probes::{self, Outcome, ProbeKind, Target};
 use super::status::{self, Instance, Observed};
 use super::volumes::{self, Prepared};
@@ -408,6 +409,25 @@ impl PodWorker {
         Some(())
     }
 
+    /// The pod's cgroup path, when the agent manages pod cgroups.
+    fn cgroup_path(&self, pod: &Pod) -> String {
+        self.ctx.config.pod_cgroup_root.as_deref().map(|root| cgroups::pod_path(root, pod)).unwrap_or_default()
+    }
+
+    /// Create the pod's cgroup with the pod's limits; its path.
+    async fn ensure_cgroup(&self, pod: &Pod) -> Result<String, String> {
+        let path = self.cgroup_path(pod);
+        if path.is_empty() {
+            return Ok(path);
+        }
+        let (p, r) = (path.clone(), cgroups::pod_resources(pod));
+        tokio::task::spawn_blocking(move || cgroups::ensure(&p, &r))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("creating the pod's cgroup {path}: {e}"))?;
+        Ok(path)
+    }
+
     /// The sandbox: adopt the running one, or make the network namespace,
     /// start a pause container in it and set up the pod network. Returns
     /// whether an old sandbox was replaced (its containers are gone then).
@@ -446,6 +466,7 @@ impl PodWorker {
                 .map_err(|e| e.to_string())?;
             Some(path)
         };
+        let cgroup_parent = self.ensure_cgroup(pod).await?;
         let pause = &self.ctx.config.pause_image;
         let image = match self.ctx.runtime.image(pause).await {
             Ok(Some(i)) => i,
@@ -480,7 +501,7 @@ impl PodWorker {
             tty: false,
             stdin: false,
             labels: self.labels(pod, SANDBOX, attempt),
-            cgroup_parent: String::new(),
+            cgroup_parent,
         };
         tracing::debug!(id, "creating the sandbox");
         self.ctx.runtime.create(&cs).await.map_err(|e| e.to_string())?;
@@ -724,7 +745,7 @@ impl PodWorker {
             tty: c.tty.unwrap_or(false),
             stdin: c.stdin.unwrap_or(false),
             labels: self.labels(pod, &c.name, attempt),
-            cgroup_parent: String::new(),
+            cgroup_parent: self.cgroup_path(pod),
         };
         tracing::debug!(id, image = %cs.image, "creating a container");
         if let Err(e) = self.ctx.runtime.create(&cs).await {
@@ -1110,6 +1131,14 @@ impl PodWorker {
             }
         }
         self.sandbox = None;
+        let cgroup = self.cgroup_path(pod);
+        if !cgroup.is_empty() {
+            match tokio::task::spawn_blocking(move || cgroups::remove(&cgroup)).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "removing the pod's cgroup failed"),
+                Err(e) => tracing::warn!(error = %e, "removing the pod's cgroup failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         if let Err(e) = volumes::teardown(&self.state_dir()) {
             tracing::warn!(error = %e, "removing the pod's volumes failed");
         }

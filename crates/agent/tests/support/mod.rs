@@ -347,6 +347,8 @@ impl Drop for Cluster {
             eprintln!("--- agent log ({}) ---\n{}", self.dir.display(), self.agent_log());
         }
         self.stop_agent();
+        // pod cgroups the agent left (busy or shared ones stay)
+        skiff_agent::testing::remove_empty_cgroups(&format!("skiff/{NODE}"));
         // pod network namespaces and tmpfs volumes the agent left mounted
         if let Ok(info) = fs::read_to_string("/proc/self/mountinfo") {
             let prefix = self.dir.to_string_lossy().to_string();
