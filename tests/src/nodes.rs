@@ -265,6 +265,16 @@ impl Nodes {
 
     /// Stop node `i`'s skiff process (SIGTERM, then SIGKILL after 10 s).
     /// Its containers keep running, as on a real node.
+    /// The pid of node `i`'s skiff process (while it runs).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
+    /// The pid of the private containerd all nodes share.
+    pub fn containerd_pid(&self) -> Option<u32> {
+        self.containerd.as_ref().and_then(TestContainerd::pid)
+    }
+
     pub fn stop_node(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
             stop_child(&mut c);

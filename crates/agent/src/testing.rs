@@ -132,6 +132,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     }
 
     /// containerd's own log, for failure messages.
+    /// The containerd process's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
