@@ -316,8 +316,8 @@ pub async fn authenticate(api: &Api, token: &str) -> Result<UserInfo, String> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TokenRequestSpec {
-    #[serde(default)]
-    audiences: Vec<String>,
+    /// kubectl 1.27 sends `null` for none.
+    audiences: Option<Vec<String>>,
     expiration_seconds: Option<i64>,
     bound_object_ref: Option<BoundObjectRef>,
 }
@@ -422,7 +422,7 @@ pub async fn create_token(api: &Api, t: &Target, headers: &HeaderMap, body: &[u8
             _ => bound.node = Some(this),
         }
     }
-    let audiences = if spec.audiences.is_empty() { vec![ISSUER.to_string()] } else { spec.audiences.clone() };
+    let audiences = spec.audiences.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| vec![ISSUER.to_string()]);
     let claims = Claims::new(&ns, sa_ref, bound, audiences.clone(), lifetime, now());
     let token = api.signer.sign(&claims)?;
     let expires = chrono::DateTime::from_timestamp(claims.exp, 0)
