@@ -139,7 +139,9 @@ pub async fn share_cluster_secrets(
         }
         let ca_cert = read(&tls_dir.join("ca.crt"))?;
         let ca_key = read(&tls_dir.join("ca.key"))?;
-        let sa_key = read(&tls_dir.join(SERVICE_ACCOUNT_KEY))?;
+        // a data dir from before service account tokens has no key yet
+        let sa_key = skiff_apiserver::tls::service_account_key(tls_dir)
+            .with_context(|| format!("the service account signing key in {}", tls_dir.display()))?;
         let data = json!({"caCert": ca_cert, "caKey": ca_key, "token": local_secret, "serviceAccountKey": sa_key});
         match store.create(BOOTSTRAP_KEY, Bytes::from(data.to_string())).await {
             Ok(_) => {

@@ -328,7 +328,7 @@ pub fn identity_from_cert(der: &[u8]) -> Option<(String, Vec<String>)> {
 pub const SERVICE_ACCOUNT_KEY: &str = "service-account.key";
 
 /// Load the service account signing key from `dir`, or generate it.
-fn service_account_key(dir: &Path) -> Result<String, TlsError> {
+pub fn service_account_key(dir: &Path) -> Result<String, TlsError> {
     let path = dir.join(SERVICE_ACCOUNT_KEY);
     if let Some(pem) = read(&path)? {
         KeyPair::from_pem(&pem).map_err(|e| TlsError::Parse { path: path.clone(), message: e.to_string() })?;
