@@ -115,6 +115,23 @@ static CATALOGUE: &[ResourceType] = &[
     rt!("", "Node", "nodes", "node", false, &["no"], &[], &[status("", "Node")], "io.k8s.api.core.v1.Node"),
     rt!("", "Event", "events", "event", true, &["ev"], &[], &[], "io.k8s.api.core.v1.Event"),
     rt!(
+        "",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        &["sa"],
+        &[],
+        &[Subresource {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"]
+        }],
+        "io.k8s.api.core.v1.ServiceAccount"
+    ),
+    rt!(
         "apps",
         "Deployment",
         "deployments",

@@ -71,6 +71,7 @@ served_types! {
     "io.k8s.api.core.v1.Endpoints" => k8s_openapi::api::core::v1::Endpoints,
     "io.k8s.api.core.v1.Secret" => k8s_openapi::api::core::v1::Secret,
     "io.k8s.api.core.v1.ConfigMap" => k8s_openapi::api::core::v1::ConfigMap,
+    "io.k8s.api.core.v1.ServiceAccount" => k8s_openapi::api::core::v1::ServiceAccount,
     "io.k8s.api.core.v1.Node" => k8s_openapi::api::core::v1::Node,
     "io.k8s.api.core.v1.Event" => k8s_openapi::api::core::v1::Event,
     "io.k8s.api.core.v1.Binding" => k8s_openapi::api::core::v1::Binding,

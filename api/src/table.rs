@@ -157,6 +157,7 @@ fn printer(rt: &ResourceType) -> Printer {
         ("", "Endpoints") => (ENDPOINTS_COLUMNS, endpoints_cells),
         ("", "Secret") => (SECRET_COLUMNS, secret_cells),
         ("", "ConfigMap") => (CONFIGMAP_COLUMNS, configmap_cells),
+        ("", "ServiceAccount") => (SERVICEACCOUNT_COLUMNS, serviceaccount_cells),
         ("", "Node") => (NODE_COLUMNS, node_cells),
         ("", "Event") => (EVENT_COLUMNS, event_cells),
         ("apps", "Deployment") => (DEPLOYMENT_COLUMNS, deployment_cells),
@@ -241,6 +242,23 @@ static SECRET_COLUMNS: &[Column] = &[
         "Data",
         "string",
         "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'.",
+    ),
+    Column::age(),
+];
+
+static SERVICEACCOUNT_COLUMNS: &[Column] = &[
+    Column::name(),
+    Column::new(
+        "Secrets",
+        "string",
+        "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are \
+         allowed to use. Pods are only limited to this list if this service account has a \
+         \"kubernetes.io/enforce-mountable-secrets\" annotation set to \"true\". The \
+         \"kubernetes.io/enforce-mountable-secrets\" annotation is deprecated since v1.32. Prefer separate \
+         namespaces to isolate access to mounted secrets. This field should not be used to find auto-generated \
+         service account token secrets for use outside of pods. Instead, tokens can be requested directly using \
+         the TokenRequest API, or service account token secrets can be manually created. More info: \
+         https://kubernetes.io/docs/concepts/configuration/secret",
     ),
     Column::age(),
 ];
@@ -841,6 +859,11 @@ fn secret_cells(secret: &Value, now: DateTime<Utc>) -> Vec<Value> {
     ]
 }
 
+fn serviceaccount_cells(sa: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let secrets = sa.pointer("/secrets").and_then(Value::as_array).map_or(0, Vec::len);
+    vec![name(sa), Value::from(secrets), age(sa, now)]
+}
+
 fn configmap_cells(cm: &Value, now: DateTime<Utc>) -> Vec<Value> {
     vec![name(cm), Value::from(map_len(cm, "/data") + map_len(cm, "/binaryData")), age(cm, now)]
 }
@@ -1167,6 +1190,7 @@ mod tests {
             ("Endpoints", &["Name", "Endpoints", "Age"], &[]),
             ("Secret", &["Name", "Type", "Data", "Age"], &[]),
             ("ConfigMap", &["Name", "Data", "Age"], &[]),
+            ("ServiceAccount", &["Name", "Secrets", "Age"], &[]),
             (
                 "Node",
                 &["Name", "Status", "Roles", "Age", "Version"],

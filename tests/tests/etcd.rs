@@ -167,6 +167,17 @@ async fn writes_through_one_server_reach_watches_on_the_other() {
     stale.data = Some([("k".to_string(), "stale".to_string())].into());
     let err = on_b.replace("shared-0", &PostParams::default(), &stale).await.expect_err("stale write");
     assert!(matches!(err, kube::Error::Api(ref e) if e.code == 409), "{err:?}");
+
+    // One service account signing key in etcd: a token issued by one server
+    // authenticates on the other.
+    let path = "/api/v1/namespaces/default/serviceaccounts/default/token";
+    let (code, body) = skiff_tests::raw(&access_a.client().await, "POST", path, br#"{"spec":{}}"#.to_vec()).await;
+    assert_eq!(code, 201, "{body}");
+    let tr: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = tr["status"]["token"].as_str().unwrap().to_string();
+    let as_sa = access_b.client_as(&skiff_tests::User::Token(token)).await;
+    let (code, body) = skiff_tests::raw(&as_sa, "GET", "/api/v1/namespaces/default/configmaps", Vec::new()).await;
+    assert_eq!(code, 200, "a token of server-a on server-b: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

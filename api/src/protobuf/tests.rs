@@ -490,9 +490,18 @@ fn wrong_magic_unknown_kind_and_encodings() {
     assert_eq!(decode(b"{\"kind\":\"ConfigMap\"}"), Err(ProtoError::Magic));
     assert_eq!(decode(b""), Err(ProtoError::Magic));
     assert_eq!(decode(b"k8s\0"), Err(ProtoError::NoKind));
+    let unserved =
+        [b"k8s\0".as_slice(), &Pb::new().msg(1, Pb::new().str(1, "storage.k8s.io/v1").str(2, "StorageClass")).0]
+            .concat();
     assert_eq!(
-        decode(TOKEN_REQUEST).unwrap_err().to_string(),
-        "protobuf body: kind \"TokenRequest\" of apiVersion \"authentication.k8s.io/v1\" is not served"
+        decode(&unserved).unwrap_err().to_string(),
+        "protobuf body: kind \"StorageClass\" of apiVersion \"storage.k8s.io/v1\" is not served"
+    );
+    // what `kubectl create token` (1.33) sends
+    assert_eq!(
+        decode(TOKEN_REQUEST).unwrap(),
+        serde_json::json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null}, "spec": {}, "status": {"token": "", "expirationTimestamp": null}})
     );
     let gzip =
         [b"k8s\0".as_slice(), &Pb::new().msg(1, Pb::new().str(1, "v1").str(2, "ConfigMap")).str(3, "gzip").0].concat();

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use serde_json::json;
+use skiff_apiserver::tls::SERVICE_ACCOUNT_KEY;
 use skiff_store::{DynStore, EtcdOptions, EtcdStore, EtcdTls, SledOptions, SledStore, Store, StoreError};
 
-/// The cluster's shared secrets in the datastore. Outside `/registry/`, so
+/// The cluster's shared secrets in the datastore (CA, join token, service
+/// account signing key). Outside `/registry/`, so
 /// the API never serves it.
 pub const BOOTSTRAP_KEY: &str = "/skiff/bootstrap";
 
@@ -137,7 +139,10 @@ pub async fn share_cluster_secrets(
         }
         let ca_cert = read(&tls_dir.join("ca.crt"))?;
         let ca_key = read(&tls_dir.join("ca.key"))?;
-        let data = json!({"caCert": ca_cert, "caKey": ca_key, "token": local_secret});
+        // a data dir from before service account tokens has no key yet
+        let sa_key = skiff_apiserver::tls::service_account_key(tls_dir)
+            .with_context(|| format!("the service account signing key in {}", tls_dir.display()))?;
+        let data = json!({"caCert": ca_cert, "caKey": ca_key, "token": local_secret, "serviceAccountKey": sa_key});
         match store.create(BOOTSTRAP_KEY, Bytes::from(data.to_string())).await {
             Ok(_) => {
                 tracing::info!("first server of this datastore: stored the cluster CA and join token in it");
@@ -169,12 +174,31 @@ fn adopt(raw: &[u8], tls_dir: &Path, local_secret: &str, given: bool) -> Result<
             .with_context(|| format!("{BOOTSTRAP_KEY}: no {name:?}"))
     };
     let (ca_cert, ca_key, token) = (field("caCert")?, field("caKey")?, field("token")?);
+    // absent in bootstrap data written before service account tokens existed:
+    // then each server keeps its own key, and a token works on its issuer only
+    let sa_key = data.get("serviceAccountKey").and_then(|v| v.as_str());
+    if sa_key.is_none() {
+        tracing::warn!(
+            "{BOOTSTRAP_KEY} holds no service account signing key; tokens verify only on the server that issued them"
+        );
+    }
     if given && token != local_secret {
         bail!("--token differs from the token of the cluster in this datastore; give the same --token to every server (or none)");
     }
     let cert_path = tls_dir.join("ca.crt");
+    let write_sa_key = || -> Result<()> {
+        if let Some(key) = sa_key {
+            let path = tls_dir.join(SERVICE_ACCOUNT_KEY);
+            skiff_apiserver::tls::write_private(&path, key.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    };
     match fs::read_to_string(&cert_path) {
-        Ok(local) if local == ca_cert => return Ok(token),
+        Ok(local) if local == ca_cert => {
+            write_sa_key()?;
+            return Ok(token);
+        }
         Ok(_) => bail!(
             "{}: this data dir has its own cluster CA, not the one of the cluster in the datastore; \
              remove {} to join that cluster",
@@ -188,6 +212,7 @@ fn adopt(raw: &[u8], tls_dir: &Path, local_secret: &str, given: bool) -> Result<
         .with_context(|| format!("writing {}", tls_dir.join("ca.key").display()))?;
     skiff_apiserver::tls::write_private(&cert_path, ca_cert.as_bytes())
         .with_context(|| format!("writing {}", cert_path.display()))?;
+    write_sa_key()?;
     tracing::info!("joined the cluster in the datastore: took its CA and join token");
     Ok(token)
 }

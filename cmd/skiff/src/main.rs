@@ -584,6 +584,7 @@ async fn start_controllers(args: &ServerArgs, running: &skiff_apiserver::Running
         pod_eviction_timeout: args.pod_eviction_timeout,
         cluster_cidr: args.cluster_cidr,
         service_lb_pool: args.service_lb_pool,
+        root_ca_pem: Some(tls.ca_cert_pem.clone()),
         disabled: args.disable.iter().filter(|c| *c == "servicelb").cloned().collect(),
         // Shorter than Kubernetes' 15 s / 10 s / 2 s, so that when a server
         // sharing the datastore dies another takes the loops over within

@@ -139,7 +139,7 @@ impl Agent {
                 }
             },
         };
-        let api = Arc::new(KubeApi { client: self.client.clone() });
+        let api = Arc::new(KubeApi::new(self.client.clone()));
         let ctx = Arc::new(Ctx::new(cfg.clone(), self.runtime.clone(), network, api.clone(), api, recorder));
         tracing::info!(node = %cfg.node_name, ip = %cfg.node_ip, data_dir = %cfg.data_dir.display(), "node agent running");
         pods::run(ctx, self.client.clone(), shutdown.clone()).await;

@@ -1,6 +1,8 @@
 //! Objects every cluster has from the start, created through the same write
-//! path as clients' objects: the four system namespaces and the `kubernetes`
-//! Service with its Endpoints and EndpointSlice.
+//! path as clients' objects: the four system namespaces, each with its
+//! `default` ServiceAccount and `kube-root-ca.crt` ConfigMap (so that pods
+//! can start before the control loops, which keep both in every namespace,
+//! first run), and the `kubernetes` Service with its Endpoints and EndpointSlice.
 
 use axum::http::{HeaderMap, Method};
 use bytes::Bytes;
@@ -26,10 +28,23 @@ async fn ensure(api: &Api, group: &str, plural: &str, namespace: Option<&str>, o
     }
 }
 
+const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using \
+     internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed \
+     across distributions of Kubernetes clusters.";
+
 pub async fn run(api: &Api) -> Result<(), String> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         ensure(api, "", "namespaces", None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
             .await?;
+        let sa =
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
+        ensure(api, "", "serviceaccounts", Some(ns), sa).await?;
+        let cm = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kube-root-ca.crt", "namespace": ns, "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+            "data": {"ca.crt": api.tls.ca_cert_pem},
+        });
+        ensure(api, "", "configmaps", Some(ns), cm).await?;
     }
     let ip = api.alloc.ranges.kubernetes_ip().to_string();
     let port = api.config.bind.port();

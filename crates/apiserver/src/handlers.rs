@@ -79,6 +79,7 @@ async fn route(api: &Api, method: &Method, t: &Target, query: &Query, headers: &
         (Method::POST, false, None) => create(api, t, query, headers, body).await,
         (Method::POST, true, Some("binding")) => bind(api, t, query, headers, body).await,
         (Method::POST, true, Some("eviction")) => evict(api, t, query, body).await,
+        (Method::POST, true, Some("token")) => crate::serviceaccount::create_token(api, t, headers, &body).await,
         (Method::PUT, true, Some("scale")) => update_scale(api, t, query, headers, body).await,
         (Method::PUT, true, None | Some("status") | Some("finalize")) => update(api, t, query, headers, body).await,
         (Method::PATCH, true, _) => patch(api, t, query, headers, body).await,
@@ -470,7 +471,7 @@ fn strip_unknown(obj: &mut Value, paths: &[String]) {
     }
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
@@ -671,6 +672,9 @@ pub async fn create_object(
     }
     prepare_new(rt, &mut obj);
     skiff_api::defaults::apply(rt, &mut obj);
+    if rt.kind == "Pod" {
+        crate::serviceaccount::admit_pod(api, &mut obj).await?;
+    }
     if rt.kind == "Service" {
         skiff_api::validation::normalize_service(None, &mut obj);
     }

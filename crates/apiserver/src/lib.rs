@@ -20,6 +20,7 @@ mod query;
 mod request;
 mod selectors;
 mod server;
+pub mod serviceaccount;
 mod services;
 mod stream;
 mod table;
@@ -59,6 +60,8 @@ pub struct Api {
     pub(crate) tls: tls::ClusterTls,
     /// TLS towards node agents (pods/log and, later, exec and port-forward).
     pub(crate) agent_tls: Arc<rustls::ClientConfig>,
+    /// Signs and verifies service account tokens.
+    pub(crate) signer: serviceaccount::Signer,
 }
 
 pub type SharedApi = Arc<Api>;

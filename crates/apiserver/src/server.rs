@@ -20,6 +20,7 @@ use crate::listener::PeerIdentity;
 use crate::metrics::Metrics;
 use crate::query::Query;
 use crate::request::{self, Parsed};
+use crate::serviceaccount::{Signer, UserInfo};
 use crate::tls::{ClusterTls, ServingNames};
 use crate::{Api, Config, SharedApi};
 
@@ -65,6 +66,7 @@ pub async fn start(config: Config, store: DynStore) -> Result<Running, StartErro
         .map_err(|source| StartError::Bind { addr: config.bind, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
     let agent_tls = tls.agent_client_config()?;
+    let signer = Signer::from_pem(&tls.service_account_key_pem)?;
     let api: SharedApi = Arc::new(Api {
         alloc: Allocator::new(store.clone(), ranges),
         store,
@@ -72,6 +74,7 @@ pub async fn start(config: Config, store: DynStore) -> Result<Running, StartErro
         config: Config { bind: addr, ..config },
         tls: tls.clone(),
         agent_tls,
+        signer,
     });
     crate::bootstrap::run(&api).await.map_err(StartError::Bootstrap)?;
     let router = Router::new().fallback(dispatch).with_state(api);
@@ -89,19 +92,56 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
-fn authenticate(api: &Api, req: &Request) -> Option<(String, Vec<String>)> {
-    if let Some(id) = req.extensions().get::<PeerIdentity>().and_then(|p| p.cert.clone()) {
-        return Some(id);
+/// What a request presents to authenticate: read out of it before any
+/// await, since a Request is not Sync.
+struct Presented {
+    cert: Option<(String, Vec<String>)>,
+    bearer: Option<String>,
+}
+
+fn presented(req: &Request) -> Presented {
+    let cert = req.extensions().get::<PeerIdentity>().and_then(|p| p.cert.clone());
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    Presented { cert, bearer }
+}
+
+/// The user a request authenticates as: a client certificate of the
+/// cluster CA, the node join token, or a service account token.
+async fn authenticate(api: &Api, presented: Presented) -> Option<UserInfo> {
+    let Presented { cert, bearer } = presented;
+    let mut user = match (cert, bearer) {
+        (Some((name, groups)), _) => UserInfo::new(name, groups),
+        (None, Some(token)) => authenticate_token(api, &token).await?,
+        (None, None) => return None,
+    };
+    if !user.groups.iter().any(|g| g == "system:authenticated") {
+        user.groups.push("system:authenticated".into());
     }
-    let auth = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = auth.strip_prefix("Bearer ")?.trim();
+    Some(user)
+}
+
+async fn authenticate_token(api: &Api, token: &str) -> Option<UserInfo> {
+    if crate::serviceaccount::looks_like_jwt(token) {
+        return match crate::serviceaccount::authenticate(api, token).await {
+            Ok(user) => Some(user),
+            Err(why) => {
+                tracing::debug!(%why, "service account token refused");
+                None
+            }
+        };
+    }
     let (hash, secret) = crate::tls::parse_token(token);
     // a token that names a CA must name ours
     if hash.is_some_and(|h| !constant_time_eq(h.as_bytes(), api.tls.ca_hash().as_bytes())) {
         return None;
     }
     if !api.config.node_token.is_empty() && constant_time_eq(secret.as_bytes(), api.config.node_token.as_bytes()) {
-        return Some(("system:node".into(), vec!["system:nodes".into(), "system:authenticated".into()]));
+        return Some(UserInfo::new("system:node".into(), vec!["system:nodes".into(), "system:authenticated".into()]));
     }
     None
 }
@@ -131,8 +171,14 @@ async fn dispatch(State(api): State<SharedApi>, req: Request) -> Response {
     if is_public(&path) {
         return public(&api, &path);
     }
-    if authenticate(&api, &req).is_none() {
+    let Some(user) = authenticate(&api, presented(&req)).await else {
         return ApiError::unauthorized().into_response();
+    };
+    if let Some(version) = crate::serviceaccount::self_subject_review_version(&path) {
+        if req.method() == Method::POST {
+            api.metrics.observe_request("POST", "selfsubjectreviews", 201, started.elapsed());
+            return crate::serviceaccount::self_subject_review(version, &user);
+        }
     }
     if let Some((namespace, name, kind)) = crate::stream::route(&path) {
         let resp = crate::stream::serve(api.clone(), namespace, name, kind, req).await;

@@ -42,6 +42,9 @@ pub struct ClusterTls {
     pub server_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// The key that signs service account tokens (ECDSA P-256, PKCS#8), kept
+    /// as `service-account.key` and shared by servers on one etcd like the CA.
+    pub service_account_key_pem: String,
 }
 
 /// Names and addresses the serving certificate must cover.
@@ -192,6 +195,7 @@ impl ClusterTls {
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
         let ca_key_pem = ca_key.serialize_pem();
+        let service_account_key_pem = service_account_key(dir)?;
         Ok(ClusterTls {
             ca_cert_pem,
             ca_key_pem,
@@ -201,6 +205,7 @@ impl ClusterTls {
             server_key_pem,
             admin_cert_pem,
             admin_key_pem,
+            service_account_key_pem,
         })
     }
 
@@ -263,6 +268,7 @@ impl ClusterTls {
             server_key_pem: get("serving.key")?,
             admin_cert_pem: get("admin.crt")?,
             admin_key_pem: get("admin.key")?,
+            service_account_key_pem: get(SERVICE_ACCOUNT_KEY)?,
         })
     }
 
@@ -316,6 +322,23 @@ pub fn identity_from_cert(der: &[u8]) -> Option<(String, Vec<String>)> {
     let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
     let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
     Some((user, groups))
+}
+
+/// The file, in the TLS directory, of the service account token signing key.
+pub const SERVICE_ACCOUNT_KEY: &str = "service-account.key";
+
+/// Load the service account signing key from `dir`, or generate it.
+pub fn service_account_key(dir: &Path) -> Result<String, TlsError> {
+    let path = dir.join(SERVICE_ACCOUNT_KEY);
+    if let Some(pem) = read(&path)? {
+        KeyPair::from_pem(&pem).map_err(|e| TlsError::Parse { path: path.clone(), message: e.to_string() })?;
+        return Ok(pem);
+    }
+    // rcgen's default key is ECDSA P-256: tokens are signed ES256
+    let key = KeyPair::generate().map_err(gen_err("service account signing key"))?;
+    let pem = key.serialize_pem();
+    write_private(&path, pem.as_bytes())?;
+    Ok(pem)
 }
 
 /// Load a leaf certificate and key from `dir/<file>.{crt,key}`, or issue them.

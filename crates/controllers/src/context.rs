@@ -214,6 +214,12 @@ pub async fn run_loops(client: kube::Client, opts: ControllerOptions, identity: 
     if opts.enabled("servicelb") {
         loops.push(crate::servicelb::start(ctx.clone(), opts.service_lb_pool).boxed());
     }
+    if opts.enabled("serviceaccount") {
+        loops.push(crate::serviceaccount::start_service_accounts(ctx.clone()).boxed());
+    }
+    if let Some(ca) = opts.root_ca_pem.clone().filter(|_| opts.enabled("root-ca-cert-publisher")) {
+        loops.push(crate::serviceaccount::start_root_ca_publisher(ctx.clone(), ca).boxed());
+    }
     if opts.enabled("nodeipam") {
         loops.push(crate::nodeipam::start(ctx.clone(), opts.cluster_cidr, opts.node_cidr_mask).boxed());
     }

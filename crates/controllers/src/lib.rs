@@ -10,7 +10,9 @@
 //! - `endpoints` and `endpointslice`: Service → addresses of ready pods;
 //! - `nodelifecycle`: node heartbeats (Leases), taints, evictions;
 //! - `gc` and `namespace`: ownerReferences cascades, namespace deletion;
-//! - `servicelb`: LoadBalancer Services' addresses (a pool, or the nodes').
+//! - `servicelb`: LoadBalancer Services' addresses (a pool, or the nodes');
+//! - `serviceaccount`: the `default` ServiceAccount and the `kube-root-ca.crt`
+//!   ConfigMap in every namespace.
 //!
 //! Every loop is level-triggered: `reconcile(object, ctx) -> Result<Action>`
 //! reads the informer caches, writes what differs, and can run twice.
@@ -31,6 +33,7 @@ mod pod;
 mod replicaset;
 pub mod runtime;
 mod scheduler;
+mod serviceaccount;
 mod servicelb;
 mod time;
 
@@ -56,6 +59,8 @@ pub const CONTROLLERS: &[&str] = &[
     "namespace",
     "nodeipam",
     "servicelb",
+    "serviceaccount",
+    "root-ca-cert-publisher",
 ];
 
 /// How the loops behave; `Default` is Kubernetes' defaults.
@@ -80,6 +85,9 @@ pub struct ControllerOptions {
     /// LoadBalancer addresses come from here (`--service-lb-pool`); `None`:
     /// the Ready nodes' addresses, as k3s's ServiceLB.
     pub service_lb_pool: Option<ipnet::Ipv4Net>,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every
+    /// namespace; `None`: not published.
+    pub root_ca_pem: Option<String>,
 }
 
 impl Default for ControllerOptions {
@@ -95,6 +103,7 @@ impl Default for ControllerOptions {
             cluster_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
             node_cidr_mask: 24,
             service_lb_pool: None,
+            root_ca_pem: None,
         }
     }
 }

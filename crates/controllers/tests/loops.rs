@@ -12,7 +12,7 @@ use common::*;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::ResourceExt;
@@ -679,5 +679,52 @@ async fn every_node_gets_its_own_pod_cidr_from_the_cluster_cidr() {
         assert_eq!(net.prefix_len(), 24, "{c}");
         assert!("10.244.0.0/16".parse::<ipnet::Ipv4Net>().unwrap().contains(&net), "{c}");
     }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_namespace_keeps_a_default_service_account_and_the_root_ca() {
+    let env = Env::start(fast_options(), None).await;
+    let ca = env.running.as_ref().unwrap().tls.ca_cert_pem.clone();
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(env.client.clone(), "team-a");
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "team-a");
+    let uid = wait_for("the default ServiceAccount", T, || async {
+        sas.get_opt("default").await.unwrap().map(|sa| sa.uid().unwrap())
+    })
+    .await;
+    let root_ca = || async {
+        cms.get_opt("kube-root-ca.crt").await.unwrap().filter(|cm| {
+            cm.data.as_ref().and_then(|d| d.get("ca.crt")) == Some(&ca)
+                && cm.annotations().get("kubernetes.io/description").is_some_and(|d| d.contains("kube-apiserver"))
+        })
+    };
+    wait_for("kube-root-ca.crt", T, root_ca).await;
+
+    // deleted: recreated (a new object)
+    sas.delete("default", &DeleteParams::default()).await.unwrap();
+    wait_for("the default ServiceAccount again", T, || async {
+        sas.get_opt("default").await.unwrap().filter(|sa| sa.uid().unwrap() != uid).map(|_| ())
+    })
+    .await;
+    cms.delete("kube-root-ca.crt", &DeleteParams::default()).await.unwrap();
+    wait_for("kube-root-ca.crt again", T, root_ca).await;
+    // changed: put back
+    let patch = json!({"data": {"ca.crt": "not a CA"}});
+    cms.patch("kube-root-ca.crt", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for("kube-root-ca.crt restored", T, root_ca).await;
+
+    // the system namespaces have both from the start
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let sa: Api<ServiceAccount> = Api::namespaced(env.client.clone(), ns);
+        assert!(sa.get_opt("default").await.unwrap().is_some(), "{ns}");
+        let cm: Api<ConfigMap> = Api::namespaced(env.client.clone(), ns);
+        assert!(cm.get_opt("kube-root-ca.crt").await.unwrap().is_some(), "{ns}");
+    }
+    let out = env.kubectl(&["get", "serviceaccounts", "-n", "team-a"], T);
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stdout.starts_with("NAME      SECRETS   AGE\ndefault   0 "), "{}", out.stdout);
     env.stop().await;
 }

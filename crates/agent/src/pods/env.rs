@@ -19,6 +19,10 @@ pub trait Objects: Send + Sync {
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, String>;
     /// Services of one namespace.
     async fn services(&self, namespace: &str) -> Result<Vec<Service>, String>;
+    /// A service account token bound to a pod (cached and refreshed by the implementation).
+    async fn service_account_token(&self, key: &super::token::TokenKey) -> Result<String, String> {
+        Err(format!("no service account tokens here (service account {}/{})", key.namespace, key.service_account))
+    }
 }
 
 /// What the downward API can say about the pod beyond its object.
@@ -363,6 +367,13 @@ pub(crate) mod tests {
                 .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
                 .cloned()
                 .collect())
+        }
+        async fn service_account_token(&self, key: &crate::pods::token::TokenKey) -> Result<String, String> {
+            let aud = key.audience.as_deref().unwrap_or("api");
+            Ok(format!(
+                "token:{}/{}:{}:{aud}:{}",
+                key.namespace, key.service_account, key.pod_name, key.expiration_seconds
+            ))
         }
     }
 

@@ -4,7 +4,8 @@
 //! removes what belongs to no pod.
 //!
 //! Module map: `sync` (one pod's worker), `status` (pure status
-//! computation), `volumes`, `env` (argv and environment), `dns`
+//! computation), `volumes`, `token` (service account tokens for projected
+//! volumes), `env` (argv and environment), `dns`
 //! (resolv.conf, hosts, hostname), `probes`, `backoff`, `resources`
 //! (quantities, cgroups, QoS), `gc` (restart adoption and garbage collection).
 
@@ -19,6 +20,7 @@ pub mod status;
 pub mod sync;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod token;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -54,6 +56,13 @@ pub trait PodApi: Send + Sync {
 #[derive(Clone)]
 pub struct KubeApi {
     pub client: kube::Client,
+    pub tokens: Arc<token::TokenCache>,
+}
+
+impl KubeApi {
+    pub fn new(client: kube::Client) -> Self {
+        KubeApi { client, tokens: Arc::default() }
+    }
 }
 
 fn ns_name(pod: &Pod) -> (String, String) {
@@ -74,6 +83,9 @@ impl Objects for KubeApi {
             .await
             .map(|l| l.items)
             .map_err(|e| e.to_string())
+    }
+    async fn service_account_token(&self, key: &token::TokenKey) -> Result<String, String> {
+        self.tokens.get(key, chrono::Utc::now(), || token::request(&self.client, key)).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pod volumes on the node: emptyDir (a directory, or tmpfs for medium
 //! Memory), hostPath (with its type checks), and the projected kinds
-//! (configMap, secret, downwardAPI, projected) written the way the kubelet's
+//! (configMap, secret, downwardAPI, projected with serviceAccountToken
+//! sources from `token`) written the way the kubelet's
 //! atomic writer does: files in a timestamped directory, a `..data` symlink
 //! swapped in one rename, and user-visible names that are symlinks through
 //! `..data`, so a reader never sees half an update.
@@ -11,10 +12,13 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, ServiceAccountTokenProjection, Volume, VolumeMount,
+};
 
 use super::env::{expand, field_value, find_container, Objects, PodFacts};
 use super::resources::{resource_field_value, Amount};
+use super::token::TokenKey;
 use crate::runtime::Mount;
 
 /// A file of a projected volume: contents and mode.
@@ -103,12 +107,10 @@ async fn prepare_one(
                 secret_payload(&s.name, secret, s.items.as_deref(), p.default_mode, s.optional.unwrap_or(false))?
             } else if let Some(d) = &src.downward_api {
                 downward_payload(pod, d.items.as_deref().unwrap_or_default(), p.default_mode, facts)?
-            } else if src.service_account_token.is_some() {
-                notes.push(format!(
-                    "volume {:?}: serviceAccountToken sources are not supported yet; the token file is left out",
-                    v.name
-                ));
-                continue;
+            } else if let Some(t) = &src.service_account_token {
+                let token = objects.service_account_token(&token_key(pod, ns, t)).await?;
+                let mode = p.default_mode.unwrap_or(DEFAULT_MODE) as u32;
+                Payload::from([(t.path.clone(), (token.into_bytes(), mode))])
             } else {
                 notes
                     .push(format!("volume {:?}: a projected source kind is not supported yet and is left out", v.name));
@@ -122,6 +124,24 @@ async fn prepare_one(
     };
     write_atomic(dir, &payload).map_err(io)?;
     Ok(Prepared { host_path: dir.to_path_buf(), read_only: true })
+}
+
+/// Kubernetes' default lifetime of a projected service account token.
+const DEFAULT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+
+/// What a pod's serviceAccountToken source asks for: a token of the pod's
+/// service account bound to the pod, for the source's audience (or the API
+/// server's), living `expirationSeconds` (default one hour).
+fn token_key(pod: &Pod, ns: &str, src: &ServiceAccountTokenProjection) -> TokenKey {
+    let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).filter(|s| !s.is_empty());
+    TokenKey {
+        namespace: ns.to_string(),
+        service_account: sa.unwrap_or_else(|| "default".into()),
+        pod_name: pod.metadata.name.clone().unwrap_or_default(),
+        pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+        audience: src.audience.clone().filter(|a| !a.is_empty()),
+        expiration_seconds: src.expiration_seconds.unwrap_or(DEFAULT_TOKEN_EXPIRATION_SECONDS),
+    }
 }
 
 fn mount_tmpfs(dir: &Path, size: Option<Amount>) -> Result<(), String> {
@@ -468,7 +488,8 @@ mod tests {
                 {"name": "cfg", "configMap": {"name": "cfg", "items": [{"key": "index.html", "path": "www/index.html"}]}},
                 {"name": "sec", "secret": {"secretName": "s", "defaultMode": 0o400}},
                 {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}, {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
-                {"name": "all", "projected": {"sources": [{"configMap": {"name": "cfg"}}, {"serviceAccountToken": {"path": "token"}}, {"secret": {"name": "missing", "optional": true}}]}}
+                {"name": "all", "projected": {"sources": [{"configMap": {"name": "cfg"}}, {"serviceAccountToken": {"path": "token"}}, {"secret": {"name": "missing", "optional": true}}], "defaultMode": 0o600}},
+                {"name": "vault", "projected": {"sources": [{"serviceAccountToken": {"path": "t", "audience": "vault", "expirationSeconds": 700}}]}}
             ]}}),
         );
         let pod_dir = dir.path().join("pod");
@@ -482,8 +503,11 @@ mod tests {
         assert_eq!(fs::read_to_string(path("info", "labels")).unwrap(), "a=\"1\"\nb=\"2\"");
         assert_eq!(fs::read_to_string(path("all", "other")).unwrap(), "x");
         assert!(got.volumes["cfg"].read_only && !got.volumes["scratch"].read_only);
-        assert_eq!(got.notes.len(), 1, "{:?}", got.notes);
-        assert!(got.notes[0].contains("serviceAccountToken"));
+        assert!(got.notes.is_empty(), "{:?}", got.notes);
+        // service account tokens: the pod's account (default), the source's audience and lifetime, the volume's mode
+        assert_eq!(fs::read_to_string(path("all", "token")).unwrap(), "token:ns/default:p:api:3600");
+        assert_eq!(fs::metadata(path("all", "token")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_to_string(path("vault", "t")).unwrap(), "token:ns/default:p:vault:700");
 
         // the ConfigMap changes: the file follows
         objects.config_maps.lock().unwrap()[0].data.as_mut().unwrap().insert("index.html".into(), "bye".into());

@@ -26,7 +26,7 @@ pub struct Env {
     pub kubeconfig: PathBuf,
     pub sim: Option<Simulator>,
     pub server: String,
-    running: Option<skiff_apiserver::Running>,
+    pub running: Option<skiff_apiserver::Running>,
     stop: watch::Sender<bool>,
     controllers: Option<tokio::task::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
@@ -73,6 +73,10 @@ impl Env {
                 .unwrap();
         let kubeconfig = dir.path().join("kubeconfig.yaml");
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server, tls)).unwrap();
+        let mut opts = opts;
+        if opts.root_ca_pem.is_none() {
+            opts.root_ca_pem = Some(tls.ca_cert_pem.clone());
+        }
         let (stop, rx) = watch::channel(false);
         let c = client.clone();
         let controllers = Some(tokio::spawn(async move {
