@@ -68,9 +68,9 @@ pub struct DualCidr {
 pub enum CidrError {
     #[error("{0:?} is not a CIDR such as 10.96.0.0/12 or fd00:10:96::/112")]
     NotACidr(String),
-    #[error("{0:?}: give one CIDR or two separated by a comma, one IPv4 and one IPv6")]
+    #[error("give one CIDR, or two separated by a comma: one IPv4 and one IPv6")]
     Count(String),
-    #[error("{0:?}: the two CIDRs must be of different families (one IPv4, one IPv6)")]
+    #[error("the two CIDRs must be of different families (one IPv4, one IPv6)")]
     SameFamily(String),
 }
 
