@@ -156,8 +156,8 @@ pub fn service(svc: &mut Value) {
     }
     if ty != "ExternalName" {
         set(spec, "internalTrafficPolicy", json!("Cluster"));
-        set(spec, "ipFamilies", json!(["IPv4"]));
-        set(spec, "ipFamilyPolicy", json!("SingleStack"));
+        // ipFamilies and ipFamilyPolicy depend on the cluster's service
+        // CIDRs: the API server's service registry defaults them
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
         set(spec, "externalTrafficPolicy", json!("Cluster"));

@@ -12,6 +12,7 @@ pub const KUBERNETES_MAJOR: &str = "1";
 pub const KUBERNETES_MINOR: &str = "33";
 pub const KUBERNETES_GIT_VERSION: &str = "v1.33.0+skiff";
 pub mod defaults;
+pub mod families;
 pub mod openapi;
 pub mod protobuf;
 pub mod schema;

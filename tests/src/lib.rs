@@ -529,7 +529,8 @@ pub async fn create_namespace(client: &kube::Client, name: &str) {
 /// Settings of an in-process server.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    pub service_cidr: ipnet::Ipv4Net,
+    /// `--service-cidr`: one range, or an IPv4 and an IPv6 range (dual-stack).
+    pub service_cidr: skiff_api::families::DualCidr,
     pub node_port_range: (u16, u16),
     pub node_token: String,
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use skiff_api::families::DualCidr;
 
 mod config_file;
 mod datastore;
@@ -67,9 +68,9 @@ struct AgentArgs {
     cluster_domain: String,
     #[command(flatten)]
     network: NetworkArgs,
-    /// The cluster's pod range, as given to the server's --cluster-cidr
+    /// The cluster's pod range, as given to the server's --cluster-cidr (IPv4, or IPv4,IPv6 for dual-stack)
     #[arg(long, default_value = "10.244.0.0/16", value_parser = parse_cluster_cidr)]
-    cluster_cidr: ipnet::Ipv4Net,
+    cluster_cidr: DualCidr,
     /// Built-in components not to run on this node: ingress (alias traefik), dns (alias coredns)
     #[arg(long, value_delimiter = ',', value_parser = parse_component)]
     disable: Vec<String>,
@@ -99,7 +100,7 @@ impl NetworkArgs {
     /// this node writes Ingress status (the server's own node does).
     fn options(
         &self,
-        cluster_cidr: ipnet::Ipv4Net,
+        cluster_cidr: DualCidr,
         disabled: &[String],
         server: bool,
     ) -> Result<Option<skiff_agent::network::NetworkOptions>> {
@@ -107,7 +108,8 @@ impl NetworkArgs {
             return Ok(None);
         }
         let backend = self.flannel_backend.parse().map_err(|e: String| anyhow::anyhow!("--flannel-backend: {e}"))?;
-        let mut opts = skiff_agent::network::NetworkOptions::new(cluster_cidr);
+        let mut opts = skiff_agent::network::NetworkOptions::new(cluster_cidr)
+            .map_err(|e| anyhow::anyhow!("--cluster-cidr {cluster_cidr}: {e}"))?;
         opts.backend = backend;
         opts.proxy = !self.disable_kube_proxy;
         opts.addons.dns = !disabled.iter().any(|d| d == "dns");
@@ -171,12 +173,14 @@ struct ServerArgs {
     /// This node's address (advertised in the `kubernetes` Endpoints and the certificate)
     #[arg(long)]
     node_ip: Option<IpAddr>,
-    /// Range Service ClusterIPs are drawn from
+    /// Range Service ClusterIPs are drawn from; two ranges separated by a comma (one IPv4, one IPv6, the
+    /// first is the default family) make Services dual-stack, e.g. 10.96.0.0/12,fd00:10:96::/112
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: String,
-    /// Range pod addresses are drawn from; each node gets a /24 of it
+    /// Range pod addresses are drawn from; each node gets a /24 of it (and a /64 of an IPv6 range given after
+    /// a comma, e.g. 10.244.0.0/16,fd00:10:244::/56)
     #[arg(long, default_value = "10.244.0.0/16", value_parser = parse_cluster_cidr)]
-    cluster_cidr: ipnet::Ipv4Net,
+    cluster_cidr: DualCidr,
     /// Range NodePorts are drawn from, as FIRST-LAST
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
@@ -304,22 +308,54 @@ fn parse_component(s: &str) -> Result<String, String> {
     }
 }
 
-/// `--cluster-cidr`: an IPv4 range with room for at least one /24 per node.
-fn parse_cluster_cidr(s: &str) -> Result<ipnet::Ipv4Net, String> {
-    let net: ipnet::Ipv4Net = s.parse().map_err(|_| format!("{s:?} is not an IPv4 CIDR such as 10.244.0.0/16"))?;
-    if net.prefix_len() > 24 {
-        return Err(format!("{s:?} is too small: each node takes a /24, so use a prefix of /24 or shorter"));
+/// `--cluster-cidr`: one range, or an IPv4 and an IPv6 range, with room for at least one node's podCIDR
+/// (a /24 of IPv4, a /64 of IPv6).
+fn parse_cluster_cidr(s: &str) -> Result<DualCidr, String> {
+    let cidrs: DualCidr =
+        s.parse().map_err(|e| format!("{e}; e.g. 10.244.0.0/16 or 10.244.0.0/16,fd00:10:244::/56"))?;
+    for net in cidrs.iter() {
+        let (max, fam) = match net {
+            ipnet::IpNet::V4(_) => (24, "IPv4"),
+            ipnet::IpNet::V6(_) => (64, "IPv6"),
+        };
+        if net.prefix_len() > max {
+            return Err(format!(
+                "{net} is too small: each node takes a /{max} of the {fam} range, so use a prefix of /{max} or shorter"
+            ));
+        }
+        if let ipnet::IpNet::V6(v6) = net {
+            if v6.prefix_len() < 48 {
+                return Err(format!("{net} is too large: use an IPv6 prefix between /48 and /64 (e.g. a /56)"));
+            }
+        }
     }
-    Ok(net.trunc())
+    Ok(cidrs)
 }
 
-fn parse_service_cidr(s: &str) -> Result<ipnet::Ipv4Net> {
-    let net: ipnet::Ipv4Net =
-        s.parse().with_context(|| format!("--service-cidr {s:?}: expected an IPv4 CIDR such as 10.96.0.0/12"))?;
-    if net.prefix_len() > 28 {
-        bail!("--service-cidr {s:?}: the range is too small; use a prefix of /28 or shorter");
+/// `--service-cidr`: one range, or an IPv4 and an IPv6 range (dual-stack Services).
+fn parse_service_cidr(s: &str) -> Result<DualCidr> {
+    let cidrs: DualCidr = s.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "--service-cidr {s:?}: {e}; expected a CIDR such as 10.96.0.0/12, or 10.96.0.0/12,fd00:10:96::/112"
+        )
+    })?;
+    for net in cidrs.iter() {
+        match net {
+            ipnet::IpNet::V4(v4) if v4.prefix_len() > 28 => {
+                bail!("--service-cidr {s:?}: the range {net} is too small; use a prefix of /28 or shorter")
+            }
+            ipnet::IpNet::V6(v6) if v6.prefix_len() > 124 => {
+                bail!("--service-cidr {s:?}: the range {net} is too small; use a prefix of /124 or shorter")
+            }
+            ipnet::IpNet::V6(v6) if v6.prefix_len() < 108 => {
+                bail!(
+                    "--service-cidr {s:?}: the range {net} is too large; for 128-bit addresses the mask must be >= 108"
+                )
+            }
+            _ => {}
+        }
     }
-    Ok(net.trunc())
+    Ok(cidrs)
 }
 
 /// The join token: given, or read from the data dir, or generated once.

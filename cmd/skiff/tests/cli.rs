@@ -150,7 +150,9 @@ fn a_bad_node_port_range_exits_1_naming_the_flag() {
 fn a_bad_service_cidr_exits_1_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    for cidr in ["10.96.0.0", "not-a-cidr", "10.96.0.0/30", "fd00::/108"] {
+    for cidr in
+        ["10.96.0.0", "not-a-cidr", "10.96.0.0/30", "fd00::/100", "10.96.0.0/12,10.0.0.0/8", "10.96.0.0/12,fd00::/125"]
+    {
         let out = run(&["server", "--disable-agent", "--data-dir", d, "--service-cidr", cidr]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{cidr}: {stderr}");

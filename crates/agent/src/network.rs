@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -45,8 +45,11 @@ impl std::str::FromStr for Backend {
 /// pods get only loopback).
 #[derive(Debug, Clone)]
 pub struct NetworkOptions {
-    /// The cluster's pod range (`--cluster-cidr`); the node's podCIDR is inside it.
+    /// The cluster's IPv4 pod range (`--cluster-cidr`); the node's podCIDR is inside it.
     pub cluster_cidr: Ipv4Net,
+    /// The cluster's IPv6 pod range (after the comma in `--cluster-cidr`): pods
+    /// get an IPv6 address too.
+    pub cluster_cidr_v6: Option<Ipv6Net>,
     pub backend: Backend,
     /// Program Services into nftables (kube-proxy's job); off with `--disable-kube-proxy`.
     pub proxy: bool,
@@ -57,14 +60,19 @@ pub struct NetworkOptions {
 }
 
 impl NetworkOptions {
-    pub fn new(cluster_cidr: Ipv4Net) -> NetworkOptions {
-        NetworkOptions {
+    /// The options for a cluster whose pods draw from `cluster` (`--cluster-cidr`: IPv4, or IPv4 and IPv6).
+    pub fn new(cluster: skiff_api::families::DualCidr) -> Result<NetworkOptions, String> {
+        let Some(cluster_cidr) = cluster.v4() else {
+            return Err("the pod network needs an IPv4 range (IPv6-only pod networks are not supported)".into());
+        };
+        Ok(NetworkOptions {
             cluster_cidr,
+            cluster_cidr_v6: cluster.v6(),
             backend: Backend::HostGw,
             proxy: true,
             proxy_debounce: Duration::from_millis(50),
             addons: crate::addons::AddonOptions::default(),
-        }
+        })
     }
 }
 

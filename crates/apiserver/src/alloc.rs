@@ -3,11 +3,12 @@
 //! one etcd) can never hand out the same value; it is released when the
 //! Service lets go of it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use rand::Rng;
+use skiff_api::families::{DualCidr, IpFamily};
 use skiff_store::{DynStore, StoreError};
 
 const IP_PREFIX: &str = "/registry/allocations/clusterips/";
@@ -21,6 +22,8 @@ pub enum AllocError {
     IpOutOfRange { ip: String, range: String },
     #[error("range is full")]
     IpsExhausted,
+    #[error("{0} is not configured on this cluster")]
+    FamilyNotConfigured(IpFamily),
     #[error("provided port is already allocated")]
     PortTaken,
     #[error("provided port is not in the valid range. The range of valid ports is {0}")]
@@ -31,22 +34,19 @@ pub enum AllocError {
     Store(#[from] StoreError),
 }
 
-/// The ranges Services draw from.
+/// The ranges Services draw from: one service CIDR per configured family
+/// (the primary first) and the NodePort range.
 #[derive(Debug, Clone)]
 pub struct Ranges {
-    pub service_cidr: Ipv4Net,
+    pub service_cidr: DualCidr,
     pub node_ports: (u16, u16),
 }
 
 impl Ranges {
-    /// The first usable address: the `kubernetes` Service's ClusterIP.
-    pub fn kubernetes_ip(&self) -> Ipv4Addr {
-        nth(self.service_cidr, 1)
-    }
-
-    fn size(&self) -> u32 {
-        // network and broadcast addresses are never handed out
-        (1u32 << (32 - self.service_cidr.prefix_len())).saturating_sub(2)
+    /// The first usable address of the primary range: the `kubernetes`
+    /// Service's ClusterIP.
+    pub fn kubernetes_ip(&self) -> IpAddr {
+        nth(self.service_cidr.primary, 1)
     }
 
     pub fn node_port_range(&self) -> String {
@@ -54,8 +54,33 @@ impl Ranges {
     }
 }
 
-fn nth(net: Ipv4Net, n: u32) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
+/// How many addresses of `net` are handed out: all but the network address,
+/// and for IPv4 the broadcast address (capped for very large IPv6 ranges).
+fn size(net: IpNet) -> u128 {
+    let bits = u32::from(net.max_prefix_len() - net.prefix_len()).min(64);
+    let total = 1u128 << bits;
+    match net {
+        IpNet::V4(_) => total.saturating_sub(2),
+        IpNet::V6(_) => total.saturating_sub(1),
+    }
+}
+
+fn nth(net: IpNet, n: u128) -> IpAddr {
+    match net {
+        IpNet::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4.network()).wrapping_add(n as u32))),
+        IpNet::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6.network()).wrapping_add(n))),
+    }
+}
+
+/// Whether `ip` may be handed out from `net`.
+fn usable(net: IpNet, ip: IpAddr) -> bool {
+    if !net.contains(&ip) || ip == net.network() {
+        return false;
+    }
+    match net {
+        IpNet::V4(_) => ip != net.broadcast(),
+        IpNet::V6(_) => true,
+    }
 }
 
 pub struct Allocator {
@@ -68,33 +93,34 @@ impl Allocator {
         Allocator { store, ranges }
     }
 
-    /// Reserve `ip` for `owner` (a Service's store key). Reserving an address
-    /// the owner already holds succeeds.
+    /// Reserve `ip` for `owner` (a Service's store key) from the range of its
+    /// family. Reserving an address the owner already holds succeeds.
     pub async fn reserve_ip(&self, ip: &str, owner: &str) -> Result<(), AllocError> {
-        let parsed: IpAddr = ip
-            .parse()
-            .map_err(|_| AllocError::IpOutOfRange { ip: ip.into(), range: self.ranges.service_cidr.to_string() })?;
-        let in_range = match parsed {
-            IpAddr::V4(v4) => {
-                self.ranges.service_cidr.contains(&v4)
-                    && v4 != self.ranges.service_cidr.network()
-                    && v4 != self.ranges.service_cidr.broadcast()
-            }
-            IpAddr::V6(_) => false,
+        let parsed: IpAddr = ip.parse().map_err(|_| AllocError::IpOutOfRange {
+            ip: ip.into(),
+            range: self.ranges.service_cidr.primary.to_string(),
+        })?;
+        let Some(range) = self.ranges.service_cidr.get(IpFamily::of(parsed)) else {
+            return Err(AllocError::FamilyNotConfigured(IpFamily::of(parsed)));
         };
-        if !in_range {
-            return Err(AllocError::IpOutOfRange { ip: ip.into(), range: self.ranges.service_cidr.to_string() });
+        if !usable(range, parsed) {
+            return Err(AllocError::IpOutOfRange { ip: ip.into(), range: range.to_string() });
         }
-        self.claim(&format!("{IP_PREFIX}{ip}"), owner).await.map_err(|e| match e {
+        // the canonical form, so that two spellings of one IPv6 address are one key
+        self.claim(&format!("{IP_PREFIX}{parsed}"), owner).await.map_err(|e| match e {
             AllocError::PortTaken => AllocError::IpTaken,
             e => e,
         })
     }
 
-    /// Pick a free address at random, preferring the upper band of the range
-    /// as Kubernetes does, so the lower band stays free for static choices.
-    pub async fn allocate_ip(&self, owner: &str) -> Result<String, AllocError> {
-        let size = self.ranges.size();
+    /// Pick a free address of `family` at random, preferring the upper band
+    /// of the range as Kubernetes does, so the lower band stays free for
+    /// static choices.
+    pub async fn allocate_ip(&self, family: IpFamily, owner: &str) -> Result<String, AllocError> {
+        let Some(range) = self.ranges.service_cidr.get(family) else {
+            return Err(AllocError::FamilyNotConfigured(family));
+        };
+        let size = size(range);
         if size == 0 {
             return Err(AllocError::IpsExhausted);
         }
@@ -109,16 +135,17 @@ impl Allocator {
                     rng.random_range(1..=size)
                 }
             };
-            let ip = nth(self.ranges.service_cidr, n).to_string();
+            let ip = nth(range, n).to_string();
             match self.reserve_ip(&ip, owner).await {
                 Ok(()) => return Ok(ip),
                 Err(AllocError::IpTaken) => tries += 1,
                 Err(e) => return Err(e),
             }
         }
-        // the random probes kept colliding: scan for a free one
-        for n in (1..=size).rev() {
-            let ip = nth(self.ranges.service_cidr, n).to_string();
+        // the random probes kept colliding: scan for a free one (bounded:
+        // a huge IPv6 range is never full in practice)
+        for n in (1..=size).rev().take(1 << 20) {
+            let ip = nth(range, n).to_string();
             match self.reserve_ip(&ip, owner).await {
                 Ok(()) => return Ok(ip),
                 Err(AllocError::IpTaken) => continue,
@@ -129,7 +156,11 @@ impl Allocator {
     }
 
     pub async fn release_ip(&self, ip: &str, owner: &str) -> Result<(), StoreError> {
-        self.release(&format!("{IP_PREFIX}{ip}"), owner).await
+        let key = match ip.parse::<IpAddr>() {
+            Ok(parsed) => format!("{IP_PREFIX}{parsed}"),
+            Err(_) => format!("{IP_PREFIX}{ip}"),
+        };
+        self.release(&key, owner).await
     }
 
     pub async fn reserve_port(&self, port: i64, owner: &str) -> Result<(), AllocError> {

@@ -44,7 +44,8 @@ pub struct Config {
     pub extra_sans: Vec<IpAddr>,
     /// The address other nodes and the `kubernetes` Endpoints use.
     pub advertise: IpAddr,
-    pub service_cidr: ipnet::Ipv4Net,
+    /// The service CIDRs, one per family, the primary first (`--service-cidr`).
+    pub service_cidr: skiff_api::families::DualCidr,
     pub node_port_range: (u16, u16),
     /// The secret of the join token nodes present as a bearer token (the
     /// part after `::server:` in `K10<ca hash>::server:<secret>`).

@@ -53,7 +53,7 @@ pub enum StartError {
 /// Start the API server on `config.bind` over `store`.
 pub async fn start(config: Config, store: DynStore) -> Result<Running, StartError> {
     let ranges = Ranges { service_cidr: config.service_cidr, node_ports: config.node_port_range };
-    let service_ip = std::net::IpAddr::V4(ranges.kubernetes_ip());
+    let service_ip = ranges.kubernetes_ip();
     let mut extra = config.extra_sans.clone();
     extra.push(config.advertise);
     if !config.bind.ip().is_unspecified() {

@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use skiff_api::families::{DualCidr, IpFamily};
+
 use crate::alloc::{AllocError, Allocator};
 use crate::error::{ApiError, Cause};
 
@@ -71,39 +73,8 @@ async fn allocate_inner(
     taken: &mut Vec<Allocation>,
 ) -> Result<(), ApiError> {
     if needs_cluster_ip(svc) {
-        let requested = svc.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("").to_string();
-        let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str).unwrap_or("");
-        let ip = if requested == "None" {
-            requested
-        } else if requested.is_empty() && !old_ip.is_empty() {
-            old_ip.to_string()
-        } else if requested.is_empty() {
-            let ip = alloc
-                .allocate_ip(owner)
-                .await
-                .map_err(|e| invalid(svc, "spec.clusterIPs".into(), "[]string{}".into(), e.to_string()))?;
-            taken.push(Allocation::Ip(ip.clone()));
-            ip
-        } else if requested == old_ip {
-            requested
-        } else {
-            alloc.reserve_ip(&requested, owner).await.map_err(|e| {
-                let v = format!("[]string{{\"{requested}\"}}");
-                let detail = match e {
-                    AllocError::IpTaken | AllocError::IpOutOfRange { .. } => {
-                        format!("failed to allocate IP {requested}: {e}")
-                    }
-                    e => e.to_string(),
-                };
-                invalid(svc, "spec.clusterIPs".into(), v, detail)
-            })?;
-            taken.push(Allocation::Ip(requested.clone()));
-            requested
-        };
-        if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert("clusterIP".into(), json!(ip));
-            spec.insert("clusterIPs".into(), json!([ip]));
-        }
+        init_ip_families(&alloc.ranges.service_cidr, svc, old)?;
+        allocate_cluster_ips(alloc, owner, svc, old, taken).await?;
     }
     if needs_node_ports(svc) {
         let old_ports: Vec<Value> =
@@ -181,9 +152,9 @@ async fn allocate_inner(
 /// Everything a Service holds.
 pub fn held(svc: &Value) -> Vec<Allocation> {
     let mut out = Vec::new();
-    if let Some(ip) = svc.pointer("/spec/clusterIP").and_then(Value::as_str) {
+    for ip in cluster_ips(svc) {
         if !ip.is_empty() && ip != "None" {
-            out.push(Allocation::Ip(ip.to_string()));
+            out.push(Allocation::Ip(ip));
         }
     }
     if let Some(ports) = svc.pointer("/spec/ports").and_then(Value::as_array) {
@@ -212,4 +183,246 @@ pub async fn release_dropped(alloc: &Allocator, owner: &str, old: &Value, new: &
     let keep = held(new);
     let dropped: Vec<Allocation> = held(old).into_iter().filter(|a| !keep.contains(a)).collect();
     release_all(alloc, owner, &dropped).await;
+}
+
+/// `spec.clusterIPs`, or a lone `spec.clusterIP` (an old client's).
+fn cluster_ips(svc: &Value) -> Vec<String> {
+    let ips: Vec<String> = svc
+        .pointer("/spec/clusterIPs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default();
+    if ips.is_empty() {
+        let ip = svc.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
+        if !ip.is_empty() {
+            return vec![ip.to_string()];
+        }
+    }
+    ips
+}
+
+fn ip_families(svc: &Value) -> Vec<String> {
+    svc.pointer("/spec/ipFamilies")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn policy(svc: &Value) -> Option<&str> {
+    svc.pointer("/spec/ipFamilyPolicy").and_then(Value::as_str)
+}
+
+fn go_strings(v: &[String]) -> String {
+    let q: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+    format!("[]string{{{}}}", q.join(", "))
+}
+
+fn cause(field: &str, value: &str, detail: &str) -> Cause {
+    Cause {
+        reason: "FieldValueInvalid".into(),
+        message: format!("Invalid value: {value}: {detail}"),
+        field: field.into(),
+    }
+}
+
+fn family_of(ip: &str) -> Option<IpFamily> {
+    ip.parse().ok().map(IpFamily::of)
+}
+
+/// Kubernetes' initIPFamilyFields: default `spec.ipFamilyPolicy` and
+/// `spec.ipFamilies` from the cluster's service CIDRs (the first one is the
+/// default family), infer families from requested cluster IPs, and refuse
+/// families or dual-stack the cluster is not configured for.
+pub fn init_ip_families(cidrs: &DualCidr, svc: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    if svc_type(svc) == "ExternalName" {
+        return Ok(());
+    }
+    // a PreferDualStack Service is not upgraded or downgraded by an update
+    // that leaves its IPs and families alone (the cluster may have changed)
+    if let Some(old) = old {
+        if policy(svc) == Some("PreferDualStack")
+            && policy(old) == Some("PreferDualStack")
+            && cluster_ips(old) == cluster_ips(svc)
+            && ip_families(old) == ip_families(svc)
+        {
+            return Ok(());
+        }
+    }
+    let selectorless = svc.pointer("/spec/selector").and_then(Value::as_object).is_none_or(|m| m.is_empty());
+    let mut ips = cluster_ips(svc);
+    let headless = ips.first().is_some_and(|ip| ip == "None");
+    let mut families = ip_families(svc);
+    let policy = match (policy(svc), old.and_then(policy)) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(p)) => p.to_string(),
+        (None, None) if headless && selectorless => "RequireDualStack".to_string(),
+        (None, None) => "SingleStack".to_string(),
+    };
+    let shown_policy = format!("{policy:?}");
+    let mut errs = Vec::new();
+    if let Some(old) = old {
+        if policy == "SingleStack" {
+            // with the IPs and families unchanged, SingleStack says: drop the secondary
+            if cluster_ips(old) == ips && ips.len() > 1 {
+                ips.truncate(1);
+            }
+            if ip_families(old) == families && families.len() > 1 {
+                families.truncate(1);
+            }
+        } else {
+            let old_ips = cluster_ips(old);
+            if !ips.is_empty() && ips.len() < old_ips.len() {
+                errs.push(cause(
+                    "spec.ipFamilyPolicy",
+                    &shown_policy,
+                    "must be 'SingleStack' to release the secondary cluster IP",
+                ));
+            }
+            let old_families = ip_families(old);
+            if !families.is_empty() && families.len() < old_families.len() {
+                errs.push(cause(
+                    "spec.ipFamilyPolicy",
+                    &shown_policy,
+                    "must be 'SingleStack' to release the secondary IP family",
+                ));
+            }
+        }
+    }
+    if policy == "SingleStack" {
+        if ips.len() == 2 {
+            errs.push(cause(
+                "spec.ipFamilyPolicy",
+                &shown_policy,
+                "must be 'RequireDualStack' or 'PreferDualStack' when multiple cluster IPs are specified",
+            ));
+        }
+        if families.len() == 2 {
+            errs.push(cause(
+                "spec.ipFamilyPolicy",
+                &shown_policy,
+                "must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified",
+            ));
+        }
+    }
+    for (i, ip) in ips.iter().enumerate() {
+        if ip == "None" {
+            break;
+        }
+        let Some(fam) = family_of(ip) else { continue };
+        if i >= families.len() {
+            if cidrs.get(fam).is_some() {
+                families.push(fam.as_str().to_string());
+            } else {
+                errs.push(cause(
+                    &format!("spec.clusterIPs[{i}]"),
+                    &go_strings(&ips),
+                    &format!("{fam} is not configured on this cluster"),
+                ));
+            }
+        }
+    }
+    let done = |svc: &mut Value, ips: Vec<String>, families: Vec<String>, errs: Vec<Cause>| {
+        if !errs.is_empty() {
+            return Err(ApiError::invalid("Service", "", crate::objects::name_of(svc), errs));
+        }
+        if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("ipFamilyPolicy".into(), json!(policy));
+            spec.insert("ipFamilies".into(), json!(families));
+            if !ips.is_empty() {
+                spec.insert("clusterIP".into(), json!(ips[0]));
+                spec.insert("clusterIPs".into(), json!(ips));
+            }
+        }
+        Ok(())
+    };
+    if !errs.is_empty() {
+        return done(svc, ips, families, errs);
+    }
+    let other = |f: &str| if f == "IPv4" { "IPv6" } else { "IPv4" };
+    if headless && selectorless {
+        // headless without a selector may name families the cluster lacks
+        if families.is_empty() {
+            families.push(cidrs.primary_family().as_str().to_string());
+        }
+        if families.len() < 2 && policy != "SingleStack" {
+            families.push(other(&families[0]).to_string());
+        }
+        return done(svc, ips, families, errs);
+    }
+    if policy == "RequireDualStack" && !cidrs.is_dual() {
+        errs.push(cause(
+            "spec.ipFamilyPolicy",
+            &shown_policy,
+            "this cluster is not configured for dual-stack services",
+        ));
+    }
+    for (i, f) in families.iter().enumerate() {
+        if IpFamily::from_api(f).is_none_or(|fam| cidrs.get(fam).is_none()) {
+            errs.push(cause(&format!("spec.ipFamilies[{i}]"), &format!("{f:?}"), "not configured on this cluster"));
+        }
+    }
+    if !errs.is_empty() {
+        return done(svc, ips, families, errs);
+    }
+    if families.is_empty() {
+        families.push(cidrs.primary_family().as_str().to_string());
+    }
+    if policy != "SingleStack" && families.len() == 1 && cidrs.is_dual() {
+        families.push(other(&families[0]).to_string());
+    }
+    done(svc, ips, families, errs)
+}
+
+/// One ClusterIP per family in `spec.ipFamilies` (headless Services get
+/// none): kept from `old`, reserved when requested, allocated otherwise.
+async fn allocate_cluster_ips(
+    alloc: &Allocator,
+    owner: &str,
+    svc: &mut Value,
+    old: Option<&Value>,
+    taken: &mut Vec<Allocation>,
+) -> Result<(), ApiError> {
+    let mut ips = cluster_ips(svc);
+    let old_ips = old.map(cluster_ips).unwrap_or_default();
+    if ips.is_empty() && !old_ips.is_empty() {
+        ips = old_ips.clone();
+    }
+    if ips.first().is_some_and(|ip| ip == "None") {
+        if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("clusterIP".into(), json!("None"));
+            spec.insert("clusterIPs".into(), json!(["None"]));
+        }
+        return Ok(());
+    }
+    let families: Vec<IpFamily> = ip_families(svc).iter().filter_map(|f| IpFamily::from_api(f)).collect();
+    ips.resize(families.len().max(ips.len()), String::new());
+    for (i, family) in families.iter().enumerate() {
+        let requested = ips[i].clone();
+        if requested.is_empty() {
+            let ip = alloc
+                .allocate_ip(*family, owner)
+                .await
+                .map_err(|e| ApiError::internal(format!("failed to allocate a serviceIP: {e}")))?;
+            taken.push(Allocation::Ip(ip.clone()));
+            ips[i] = ip;
+        } else if !old_ips.contains(&requested) {
+            alloc.reserve_ip(&requested, owner).await.map_err(|e| {
+                let detail = match e {
+                    AllocError::IpTaken | AllocError::IpOutOfRange { .. } | AllocError::FamilyNotConfigured(_) => {
+                        format!("failed to allocate IP {requested}: {e}")
+                    }
+                    e => e.to_string(),
+                };
+                invalid(svc, "spec.clusterIPs".into(), go_strings(&ips), detail)
+            })?;
+            taken.push(Allocation::Ip(requested));
+        }
+    }
+    if let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) {
+        if let Some(first) = ips.first() {
+            spec.insert("clusterIP".into(), json!(first));
+        }
+        spec.insert("clusterIPs".into(), json!(ips));
+    }
+    Ok(())
 }

@@ -221,7 +221,9 @@ pub async fn run_loops(client: kube::Client, opts: ControllerOptions, identity: 
         loops.push(crate::serviceaccount::start_root_ca_publisher(ctx.clone(), ca).boxed());
     }
     if opts.enabled("nodeipam") {
-        loops.push(crate::nodeipam::start(ctx.clone(), opts.cluster_cidr, opts.node_cidr_mask).boxed());
+        loops.push(
+            crate::nodeipam::start(ctx.clone(), opts.cluster_cidr, opts.node_cidr_mask, opts.node_cidr_mask_v6).boxed(),
+        );
     }
     let informer_tasks = ctx.informers.run_all(&stop);
     tracing::info!(loops = loops.len(), "control loops starting");

@@ -78,10 +78,12 @@ pub struct ControllerOptions {
     pub retry_period: Duration,
     /// Loops not to run (names from [`CONTROLLERS`]).
     pub disabled: HashSet<String>,
-    /// Nodes' podCIDRs come from here (`--cluster-cidr`).
-    pub cluster_cidr: ipnet::Ipv4Net,
-    /// The prefix length of each node's podCIDR.
+    /// Nodes' podCIDRs come from here (`--cluster-cidr`): one per family.
+    pub cluster_cidr: skiff_api::families::DualCidr,
+    /// The prefix length of each node's IPv4 podCIDR.
     pub node_cidr_mask: u8,
+    /// The prefix length of each node's IPv6 podCIDR.
+    pub node_cidr_mask_v6: u8,
     /// LoadBalancer addresses come from here (`--service-lb-pool`); `None`:
     /// the Ready nodes' addresses, as k3s's ServiceLB.
     pub service_lb_pool: Option<ipnet::Ipv4Net>,
@@ -100,8 +102,9 @@ impl Default for ControllerOptions {
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
             disabled: HashSet::new(),
-            cluster_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default(),
+            cluster_cidr: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 244, 0, 0), 16).unwrap_or_default().into(),
             node_cidr_mask: 24,
+            node_cidr_mask_v6: 64,
             service_lb_pool: None,
             root_ca_pem: None,
         }

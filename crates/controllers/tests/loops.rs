@@ -728,3 +728,47 @@ async fn every_namespace_keeps_a_default_service_account_and_the_root_ca() {
     assert!(out.stdout.starts_with("NAME      SECRETS   AGE\ndefault   0 "), "{}", out.stdout);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_cluster_gives_every_node_a_pod_cidr_per_family() {
+    let opts = skiff_controllers::ControllerOptions {
+        cluster_cidr: "10.244.0.0/16,fd00:10:244::/56".parse().unwrap(),
+        ..fast_options()
+    };
+    // nodes as an agent registers them: without podCIDRs
+    let env = Env::start(opts, None).await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    for i in 0..3 {
+        let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("ds-{i}")}})).unwrap();
+        nodes.create(&kube::api::PostParams::default(), &node).await.unwrap();
+    }
+    let all = wait_for("three nodes with two podCIDRs each", T, || {
+        let nodes = nodes.clone();
+        async move {
+            let list = nodes.list(&ListParams::default()).await.ok()?.items;
+            let cidrs: Vec<(String, Vec<String>)> = list
+                .iter()
+                .filter_map(|n| {
+                    let s = n.spec.as_ref()?;
+                    Some((s.pod_cidr.clone()?, s.pod_cidrs.clone()?))
+                })
+                .filter(|(_, all)| all.len() == 2)
+                .collect();
+            (cidrs.len() == 3).then_some(cidrs)
+        }
+    })
+    .await;
+    let mut v6 = std::collections::BTreeSet::new();
+    for (primary, both) in &all {
+        // the primary family first, also in spec.podCIDR
+        assert_eq!(primary, &both[0]);
+        let net4: ipnet::Ipv4Net = both[0].parse().unwrap();
+        assert_eq!(net4.prefix_len(), 24, "{both:?}");
+        let net6: ipnet::Ipv6Net = both[1].parse().unwrap();
+        assert_eq!(net6.prefix_len(), 64, "{both:?}");
+        assert!("fd00:10:244::/56".parse::<ipnet::Ipv6Net>().unwrap().contains(&net6), "{both:?}");
+        v6.insert(net6);
+    }
+    assert_eq!(v6.len(), 3, "{all:?}");
+    env.stop().await;
+}
