@@ -8,7 +8,7 @@ PACKAGES=(ca-certificates gcc libc6-dev containerd runc nftables iproute2 util-l
   busybox-static docker-registry etcd-server etcd-client)
 # `setup.sh --bench` adds what `make bench` compares against.
 if [ "${1:-}" = "--bench" ]; then
-  PACKAGES+=(dnsperf unbound wrk nginx-light iperf3)
+  PACKAGES+=(dnsperf unbound wrk nginx-light iperf3 iptables)
 fi
 
 missing=()
