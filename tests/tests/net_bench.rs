@@ -4,7 +4,14 @@
 //! through a ClusterIP programmed by skiff-net's Proxy, with 10 and with
 //! 10,000 Services in the table, against straight to the pod address.
 //! Everything runs in two test-made namespaces ("node" with the table, "pod"
-//! with the listener) joined by a veth pair, removed afterwards.
+//! with the listener) joined by a veth pair, removed afterwards. The anchor,
+//! measured in the same run: a kube-proxy-iptables-style ruleset (a chain per
+//! Service and per endpoint, the Services matched one rule after another)
+//! loaded with `iptables-nft-restore` into the same "node" namespace.
+//!
+//! Also here: the proxy's sync times (skiff-net's `proxy::bench`), and the
+//! time from an EndpointSlice change through the API to the element in the
+//! kernel's table, on the multi-node fixture (`skiff_tests::nodes`).
 #![allow(clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -42,6 +49,72 @@ fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'stati
 /// Connect `count` times (bounded by `limit`) to `target` from namespace
 /// `ns`: (connections per second, p50, p99 of connect(), how many took over
 /// 100 ms, i.e. needed a SYN retransmit).
+/// kube-proxy's iptables mode's nat table for `state` (iptables-restore
+/// input): KUBE-SERVICES matches each Service port with a rule of its own and
+/// jumps to the Service's chain, which picks an endpoint chain with
+/// `statistic --probability` rules; each endpoint chain marks hairpin
+/// traffic and DNATs. The first Service (the one the benchmark connects to)
+/// is put in the middle of KUBE-SERVICES: kube-proxy's order is by hashed
+/// names, so a Service sits there on average.
+fn kube_proxy_iptables(state: &skiff_net::proxy::ProxyState) -> String {
+    use std::fmt::Write;
+    let mut chains = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-POSTROUTING - [0:0]\n");
+    let mut rules = String::from(
+        "-A PREROUTING -j KUBE-SERVICES\n-A OUTPUT -j KUBE-SERVICES\n-A POSTROUTING -j KUBE-POSTROUTING\n\
+         -A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n\
+         -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
+         -A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0\n\
+         -A KUBE-POSTROUTING -j MASQUERADE --random-fully\n",
+    );
+    let mut order: Vec<usize> = (1..state.services.len()).collect();
+    order.insert(order.len() / 2, 0);
+    let mut dispatch = String::new();
+    for i in order {
+        let svc = &state.services[i];
+        let (Some(vip), Some(port)) = (svc.cluster_ip, svc.ports.first()) else { continue };
+        let _ = writeln!(dispatch, "-A KUBE-SERVICES -d {vip}/32 -p tcp -m tcp --dport {} -j KUBE-SVC-{i}", port.port);
+        let _ = writeln!(chains, ":KUBE-SVC-{i} - [0:0]");
+        let _ = writeln!(
+            rules,
+            "-A KUBE-SVC-{i} ! -s 10.244.0.0/16 -d {vip}/32 -p tcp -m tcp --dport {} -j KUBE-MARK-MASQ",
+            port.port
+        );
+        let n = port.endpoints.len();
+        for (j, ep) in port.endpoints.iter().enumerate() {
+            let _ = writeln!(chains, ":KUBE-SEP-{i}-{j} - [0:0]");
+            if j + 1 < n {
+                let _ = writeln!(
+                    rules,
+                    "-A KUBE-SVC-{i} -m statistic --mode random --probability {:.11} -j KUBE-SEP-{i}-{j}",
+                    1.0 / (n - j) as f64
+                );
+            } else {
+                let _ = writeln!(rules, "-A KUBE-SVC-{i} -j KUBE-SEP-{i}-{j}");
+            }
+            let _ = writeln!(rules, "-A KUBE-SEP-{i}-{j} -s {}/32 -j KUBE-MARK-MASQ", ep.ip);
+            let _ = writeln!(rules, "-A KUBE-SEP-{i}-{j} -p tcp -m tcp -j DNAT --to-destination {}:{}", ep.ip, ep.port);
+        }
+    }
+    chains.push_str(&dispatch);
+    chains.push_str(&rules);
+    chains.push_str("COMMIT\n");
+    chains
+}
+
+/// `iptables-nft-restore` of `rules` in namespace `ns` (bounded in time).
+fn iptables_restore(ns: &str, rules: &str) {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .args(["600", "ip", "netns", "exec", ns, "iptables-nft-restore"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "iptables-nft-restore: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn connects(ns: &str, target: SocketAddr, count: usize, limit: Duration) -> (f64, Duration, Duration, usize) {
     in_netns(ns, move || {
         let mut times = Vec::with_capacity(count);
@@ -107,7 +180,8 @@ fn bench_cluster_ip_connection_rate_and_latency() {
     );
     let mut figures = Vec::new();
     let mut last = None;
-    for services in [10usize, 10_000] {
+    let sizes = [10usize, 10_000];
+    for services in sizes {
         let mut state = synthetic_state(services, 10);
         // the first Service's one endpoint is the listening pod
         state.services[0].ports[0].endpoints =
@@ -124,6 +198,47 @@ fn bench_cluster_ip_connection_rate_and_latency() {
     }
     let ratio = figures[1].1.as_secs_f64() / figures[0].1.as_secs_f64();
     println!("first-packet latency p50, 10k / 10 services: {ratio:.3} (target ≤ 1.10)");
+
+    // the anchor: the same Services as kube-proxy's iptables mode lays them out
+    if Command::new("iptables-nft-restore").arg("--version").output().is_err() {
+        println!("anchor: skipped, iptables-nft-restore not installed (apt-get install iptables)");
+    } else {
+        skiff_net::proxy::delete_table(Some(&PathBuf::from(format!("/run/netns/{node}")))).unwrap();
+        let mut anchor = Vec::new();
+        for (k, services) in sizes.into_iter().enumerate() {
+            let state = {
+                let mut st = synthetic_state(services, 10);
+                st.services[0].ports[0].endpoints =
+                    vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2), port: 8080, local: true }];
+                st
+            };
+            let t = Instant::now();
+            iptables_restore(&node, &kube_proxy_iptables(&state));
+            let load = t.elapsed();
+            let got = connects(&node, vip, count, limit);
+            println!(
+                "connect via ClusterIP, {services:>5} services, kube-proxy-iptables-style anchor: {:>6.0} conn/s, p50 {:?}, p99 {:?}, {} of {count} retransmitted (ruleset loaded in {load:.1?})",
+                got.0, got.1, got.2, got.3
+            );
+            println!(
+                "  skiff ÷ anchor at {services} services: conn/s {:.2}, connect p50 {:.2}, p99 {:.2}",
+                figures[k].0 / got.0,
+                figures[k].1.as_secs_f64() / got.1.as_secs_f64(),
+                figures[k].2.as_secs_f64() / got.2.as_secs_f64()
+            );
+            anchor.push(got);
+            let out = Command::new("ip")
+                .args(["netns", "exec", &node, "nft", "delete", "table", "ip", "nat"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "removing the anchor: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        println!(
+            "anchor first-packet latency p50, 10k / 10 services: {:.3}",
+            anchor[1].1.as_secs_f64() / anchor[0].1.as_secs_f64()
+        );
+        proxy.invalidate();
+    }
 
     // throughput (iperf3, 3 s each, 10,000 Services in the table): through the ClusterIP vs to the pod
     if Command::new("iperf3").arg("--version").output().is_err() {
@@ -153,6 +268,27 @@ fn bench_cluster_ip_connection_rate_and_latency() {
     };
     let direct = std::panic::catch_unwind(|| gbps("10.244.0.2", "5201")).unwrap_or(0.0);
     let via_vip = std::panic::catch_unwind(|| gbps("10.96.0.1", "80"));
+    // a second Service (10.96.0.2, one of the 10,000) led to the same server,
+    // incrementally: it must carry iperf3 as well
+    state.services[1].ports[0].endpoints = vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2), port: 5201, local: true }];
+    let second_sync = proxy.sync(&state).unwrap();
+    let second = std::panic::catch_unwind(|| gbps("10.96.0.2", "80"));
+    println!(
+        "second Service (10.96.0.2:80, {:?} sync): {}",
+        second_sync.kind,
+        match &second {
+            Ok(g) => format!("{g:.2} Gbit/s"),
+            Err(_) => format!(
+                "iperf3 failed\n{}",
+                skiff_net::proxy::list_table(Some(&PathBuf::from(format!("/run/netns/{node}"))))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("10.96.0.2 "))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
+    );
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), nix::sys::signal::SIGTERM);
     let _ = server.wait();
     let via_vip = via_vip.unwrap();
@@ -160,4 +296,152 @@ fn bench_cluster_ip_connection_rate_and_latency() {
         "throughput: straight to the pod {direct:.2} Gbit/s, via ClusterIP {via_vip:.2} Gbit/s, ratio {:.3} (target ≥ 0.95)",
         via_vip / direct
     );
+}
+
+/// Sync times of skiff-net's proxy (`proxy::bench::measure`): a full sync of
+/// 10,000 Services × 10 endpoints into an empty namespace, a full resync
+/// over the table (an agent restart), and one endpoint replaced
+/// (incremental), 50 times. Targets: full ≤ 1 s, incremental ≤ 20 ms.
+#[test]
+#[ignore = "benchmark: run with --ignored as root"]
+fn bench_proxy_sync_time() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    for services in [1_000, 10_000] {
+        let f = skiff_net::proxy::bench::measure(services, 10, 50).unwrap();
+        println!("{f}");
+        if services == 10_000 {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "targets: full sync {:.0} ms (≤ 1000 ms: {}), incremental p50 {:.1} ms / p99 {:.1} ms (≤ 20 ms: {})",
+                ms(f.full_sync),
+                if f.full_sync <= Duration::from_secs(1) { "met" } else { "missed" },
+                ms(f.incremental_p50),
+                ms(f.incremental_p99),
+                if f.incremental_p99 <= Duration::from_millis(20) { "met" } else { "missed" }
+            );
+        }
+    }
+}
+
+/// Endpoint change → rule in the kernel, through the real API and agent: a
+/// one-node cluster (`skiff server` with its agent in a test-made
+/// namespace), a selector-less ClusterIP Service with a hand-written
+/// EndpointSlice of one endpoint, and `extra` other such Services beside it.
+/// Each sample replaces the endpoint's address with a PATCH and times from
+/// sending the PATCH until `nft get element` in the node's namespace shows
+/// the new address under the Service's key in `cluster-endpoints` (polled
+/// back to back; one poll, a few ms, is the resolution). Target p99 ≤ 100 ms.
+#[test]
+#[ignore = "benchmark: run with --ignored as root"]
+fn bench_endpoint_change_to_kernel() {
+    use skiff_tests::nodes::{Nodes, NodesOptions};
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let extra: usize = std::env::var("SKIFF_BENCH_EXTRA_SERVICES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let samples = 100;
+    let mut c = Nodes::start(NodesOptions { nodes: 1, ..Default::default() });
+    c.wait_ready(Duration::from_secs(60));
+    let netns = c.nodes[0].netns.clone();
+    let access = c.access.clone();
+    let file = std::fs::File::open(&netns).unwrap();
+    let (times, vip) = std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(change_to_kernel(access, extra, samples))
+    })
+    .join()
+    .unwrap();
+    let mut sorted = times.clone();
+    sorted.sort();
+    let pct = |p: f64| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "endpoint change → kernel ({} other Services, {} samples, VIP {vip}): p50 {:.1?}, p99 {:.1?}, max {:.1?} (target p99 ≤ 100 ms: {})",
+        extra,
+        sorted.len(),
+        pct(0.5),
+        pct(0.99),
+        sorted[sorted.len() - 1],
+        if pct(0.99) <= Duration::from_millis(100) { "met" } else { "missed" }
+    );
+    drop(c);
+}
+
+async fn change_to_kernel(access: skiff_tests::Access, extra: usize, samples: usize) -> (Vec<Duration>, String) {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    let client = access.client().await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
+    let svc = |name: &str| -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+        }))
+        .unwrap()
+    };
+    let slice = |name: &str, addr: &str| -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap()
+    };
+    let started = Instant::now();
+    for i in 0..extra {
+        let name = format!("bench-extra-{i}");
+        services.create(&PostParams::default(), &svc(&name)).await.unwrap();
+        let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 251, 0, 0)) + i as u32).to_string();
+        slices.create(&PostParams::default(), &slice(&name, &addr)).await.unwrap();
+    }
+    if extra > 0 {
+        eprintln!("{extra} Services with EndpointSlices created in {:.1?}", started.elapsed());
+    }
+    let created = services.create(&PostParams::default(), &svc("bench-target")).await.unwrap();
+    let vip = created.spec.and_then(|s| s.cluster_ip).unwrap();
+    slices.create(&PostParams::default(), &slice("bench-target", "10.250.0.1")).await.unwrap();
+    let seen = |addr: &str| -> bool {
+        let out = Command::new("nft")
+            .args(["get", "element", "ip", "skiff", "cluster-endpoints", &format!("{{ {vip} . tcp . 80 . 0 }}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(": {addr} . 8080"))
+    };
+    let wait = |addr: &str, limit: Duration| -> Option<Duration> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if seen(addr) {
+                return Some(t.elapsed());
+            }
+        }
+        None
+    };
+    // the whole table (extra Services included) is in the kernel
+    wait("10.250.0.1", Duration::from_secs(120)).expect("the target Service reached the kernel");
+    let mut times = Vec::with_capacity(samples);
+    for k in 0..samples {
+        let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 250, 1, 0)) + k as u32).to_string();
+        let patch = serde_json::json!({
+            "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}]
+        });
+        let t = Instant::now();
+        slices.patch("bench-target-1", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        while t.elapsed() < Duration::from_secs(10) {
+            if seen(&addr) {
+                break;
+            }
+        }
+        assert!(seen(&addr), "endpoint {addr} not in the kernel's table after 10 s");
+        times.push(t.elapsed());
+        // spread the samples, as changes come in a real cluster
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (times, vip)
 }
