@@ -41,6 +41,7 @@ bench: setup
 	$(CARGO) run --release -q -p skiff-ingress --features bench --bin skiff-ingress-bench -- 5
 	$(CARGO) test --release -q -p skiff-agent --test streams -- --ignored --nocapture bench_
 	$(CARGO) test --release -q -p skiff-agent --test pods -- --ignored --nocapture bench_
+	$(CARGO) test --release -q -p skiff-tests --test agent_bench -- --ignored --nocapture
 	$(CARGO) test --release -q -p skiff-tests --test net_bench -- --ignored --nocapture
 
 # Remove what an interrupted test run may have left behind (all test objects
