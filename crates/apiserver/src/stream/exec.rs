@@ -102,7 +102,7 @@ pub(super) async fn serve(
                 let client =
                     WebSocketStream::from_raw_socket(io, tokio_tungstenite::tungstenite::protocol::Role::Server, None)
                         .await;
-                relay(client, agent).await;
+                relay(client, agent, streams.tty).await;
             }
             Upgrade::Spdy { .. } => exec_spdy(io, agent, streams).await,
         }
@@ -110,13 +110,27 @@ pub(super) async fn serve(
     Ok(resp)
 }
 
+/// How long output waits for a terminal client's first message (see [`relay`]).
+const CLIENT_READY_WAIT: Duration = Duration::from_secs(1);
+
 /// Relay WebSocket messages both ways until the agent ends (then close the
 /// client) or the client goes away (then close the agent, which kills the
 /// process).
-pub(super) async fn relay(client: WebSocketStream<Upgraded>, agent: AgentWs) {
+///
+/// The agent is reached before the client gets its 101, so the process may
+/// write before kubectl has set up its streams, and kubectl (client-go up to
+/// 1.33 at least) discards data for a stream it does not know yet. With a
+/// terminal kubectl always sends the terminal size once its streams exist,
+/// so output waits for the client's first message (at most
+/// [`CLIENT_READY_WAIT`]).
+pub(super) async fn relay(client: WebSocketStream<Upgraded>, agent: AgentWs, tty: bool) {
     let (mut csink, mut csrc) = client.split();
     let (mut asink, mut asrc) = agent.split();
+    let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(!tty);
     let down = async {
+        if !*ready_rx.borrow() {
+            let _ = tokio::time::timeout(CLIENT_READY_WAIT, ready_rx.wait_for(|r| *r)).await;
+        }
         while let Some(Ok(msg)) = asrc.next().await {
             match msg {
                 Message::Binary(_) | Message::Text(_) => {
@@ -138,6 +152,7 @@ pub(super) async fn relay(client: WebSocketStream<Upgraded>, agent: AgentWs) {
     {
         let up = async {
             while let Some(Ok(msg)) = csrc.next().await {
+                let _ = ready_tx.send(true);
                 match msg {
                     Message::Binary(_) | Message::Text(_) => {
                         let sent = asink.send(msg).await;
