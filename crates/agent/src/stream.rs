@@ -197,6 +197,48 @@ async fn pump(mut reader: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>, c
     }
 }
 
+/// One message from the client, decoded.
+enum Input {
+    Stdin(Bytes),
+    Resize(u16, u16),
+    CloseStdin,
+    /// Nothing to act on (another channel, a ping, a malformed size).
+    Ignore,
+    /// The client closed or the connection broke.
+    End,
+}
+
+fn decode(msg: Result<Message, tokio_tungstenite::tungstenite::Error>) -> Input {
+    let data = match msg {
+        Ok(Message::Binary(b)) => b,
+        Ok(Message::Close(_)) | Err(_) => return Input::End,
+        Ok(_) => return Input::Ignore,
+    };
+    let Some((&channel, payload)) = data.split_first() else { return Input::Ignore };
+    match channel {
+        STDIN => Input::Stdin(data.slice(1..)),
+        RESIZE => {
+            let Ok(size) = serde_json::from_slice::<serde_json::Value>(payload) else { return Input::Ignore };
+            let dim = |k: &str| size.get(k).and_then(|v| v.as_u64()).and_then(|v| u16::try_from(v).ok());
+            match (dim("Width"), dim("Height")) {
+                (Some(w), Some(h)) => Input::Resize(w, h),
+                _ => Input::Ignore,
+            }
+        }
+        CLOSE if payload.first() == Some(&STDIN) => Input::CloseStdin,
+        _ => Input::Ignore,
+    }
+}
+
+/// Write client input to the process; a stdin that fails is dropped.
+async fn write_stdin<W: tokio::io::AsyncWrite + Unpin>(stdin: &mut Option<W>, data: &[u8]) {
+    if let Some(w) = stdin.as_mut() {
+        if w.write_all(data).await.is_err() {
+            *stdin = None;
+        }
+    }
+}
+
 async fn close(tx: &mpsc::Sender<Message>) {
     let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))).await;
 }
@@ -234,36 +276,20 @@ async fn exec_session(ws: Ws, runtime: std::sync::Arc<dyn crate::runtime::Runtim
     let mut stdin = exec.stdin;
     let input = async {
         while let Some(msg) = source.next().await {
-            let data = match msg {
-                Ok(Message::Binary(b)) => b,
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => continue,
-            };
-            let Some((&channel, payload)) = data.split_first() else { continue };
-            match channel {
-                STDIN => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(payload).await.is_err() {
-                            stdin = None;
-                        }
-                    }
+            match decode(msg) {
+                Input::End => break,
+                Input::Ignore => {}
+                Input::Stdin(data) => write_stdin(&mut stdin, &data).await,
+                Input::Resize(w, h) => {
+                    let _ = control.resize(w, h).await;
                 }
-                RESIZE => {
-                    if let Ok(size) = serde_json::from_slice::<serde_json::Value>(payload) {
-                        let dim = |k: &str| size.get(k).and_then(|v| v.as_u64()).and_then(|v| u16::try_from(v).ok());
-                        if let (Some(w), Some(h)) = (dim("Width"), dim("Height")) {
-                            let _ = control.resize(w, h).await;
-                        }
-                    }
-                }
-                CLOSE if payload.first() == Some(&STDIN) => {
+                Input::CloseStdin => {
                     if let Some(mut w) = stdin.take() {
                         let _ = w.shutdown().await;
                         drop(w);
                         let _ = control.close_stdin().await;
                     }
                 }
-                _ => {}
             }
         }
     };
@@ -401,30 +427,14 @@ async fn attach_session(
     let cid = id.clone();
     let input = async {
         while let Some(msg) = source.next().await {
-            let data = match msg {
-                Ok(Message::Binary(b)) => b,
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => continue,
-            };
-            let Some((&channel, payload)) = data.split_first() else { continue };
-            match channel {
-                STDIN => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(payload).await.is_err() {
-                            stdin = None;
-                        }
-                    }
+            match decode(msg) {
+                Input::End => break,
+                Input::Ignore => {}
+                Input::Stdin(data) => write_stdin(&mut stdin, &data).await,
+                Input::Resize(w, h) => {
+                    let _ = rt.resize(&cid, w, h).await;
                 }
-                RESIZE => {
-                    if let Ok(size) = serde_json::from_slice::<serde_json::Value>(payload) {
-                        let dim = |k: &str| size.get(k).and_then(|v| v.as_u64()).and_then(|v| u16::try_from(v).ok());
-                        if let (Some(w), Some(h)) = (dim("Width"), dim("Height")) {
-                            let _ = rt.resize(&cid, w, h).await;
-                        }
-                    }
-                }
-                CLOSE if payload.first() == Some(&STDIN) => stdin = None,
-                _ => {}
+                Input::CloseStdin => stdin = None,
             }
         }
     };
