@@ -18,8 +18,6 @@ use super::resources::{self, Amount, CPU_PERIOD};
 use crate::runtime::Resources;
 
 const CGROUP_FS: &str = "/sys/fs/cgroup";
-const MIN_SHARES: u64 = 2;
-const MIN_QUOTA: i64 = 1_000;
 
 /// The pod's cgroup path (absolute within the hierarchy).
 pub fn pod_path(root: &str, pod: &Pod) -> String {
@@ -52,12 +50,10 @@ fn pod_amount(pod: &Pod, get: impl Fn(&Container) -> Option<Amount>, milli: bool
 pub fn pod_resources(pod: &Pod) -> Resources {
     let qos = resources::qos_class(pod);
     if qos == "BestEffort" {
-        return Resources { cpu_shares: Some(MIN_SHARES), ..Default::default() };
+        return Resources { cpu_shares: Some(resources::shares(0)), ..Default::default() };
     }
-    let requests = pod_amount(pod, |c| resources::request(c, "cpu"), true, false).unwrap_or(0);
-    let shares = ((requests.max(0) as u64) * 1024 / 1000).max(MIN_SHARES);
-    let quota = pod_amount(pod, |c| resources::limit(c, "cpu"), true, true)
-        .map(|m| (m * CPU_PERIOD as i64 / 1000).max(MIN_QUOTA));
+    let shares = resources::shares(pod_amount(pod, |c| resources::request(c, "cpu"), true, false).unwrap_or(0));
+    let quota = pod_amount(pod, |c| resources::limit(c, "cpu"), true, true).map(resources::quota);
     Resources {
         cpu_shares: Some(shares),
         cpu_quota: quota,

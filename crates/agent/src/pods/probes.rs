@@ -629,17 +629,11 @@ pub async fn grpc_check(target: &Target, addr: SocketAddr, service: &str, timeou
     let deadline = tokio::time::Instant::now() + timeout;
     let stream = match tokio::time::timeout_at(deadline, connect(target, addr, timeout)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) if e.ends_with("i/o timeout") => {
-            let msg = format!(
-                "timeout: failed to connect service {:?} within {within}: context deadline exceeded",
-                addr.to_string()
-            );
-            return (Outcome::Failure, msg);
-        }
-        Ok(Err(e)) => {
+        Ok(Err(e)) if !e.ends_with("i/o timeout") => {
             return (Outcome::Failure, format!("error: failed to connect service at {:?}: {e}", addr.to_string()))
         }
-        Err(_) => {
+        // the dial itself timed out, or ran past the deadline
+        Ok(Err(_)) | Err(_) => {
             let msg = format!(
                 "timeout: failed to connect service {:?} within {within}: context deadline exceeded",
                 addr.to_string()

@@ -118,15 +118,25 @@ pub fn limit(c: &Container, name: &str) -> Option<Amount> {
     get(&c.resources.as_ref()?.limits, name)
 }
 
+/// cpu shares for a cpu request in millicores (the kubelet's MilliCPUToShares).
+pub fn shares(milli: i64) -> u64 {
+    if milli <= 0 {
+        MIN_SHARES
+    } else {
+        ((milli as u64) * 1024 / 1000).max(MIN_SHARES)
+    }
+}
+
+/// The CFS quota for a cpu limit in millicores, per [`CPU_PERIOD`].
+pub fn quota(milli: i64) -> i64 {
+    (milli * CPU_PERIOD as i64 / 1000).max(MIN_QUOTA)
+}
+
 /// cgroup settings: cpu shares from requests.cpu, CFS quota from limits.cpu,
 /// memory limit from limits.memory.
 pub fn runtime_resources(c: &Container) -> Resources {
-    let shares = match request(c, "cpu").map(|a| a.milli()).unwrap_or(0) {
-        m if m <= 0 => MIN_SHARES,
-        m => ((m as u64) * 1024 / 1000).max(MIN_SHARES),
-    };
-    let quota =
-        limit(c, "cpu").map(|a| a.milli()).filter(|m| *m > 0).map(|m| (m * CPU_PERIOD as i64 / 1000).max(MIN_QUOTA));
+    let shares = shares(request(c, "cpu").map(|a| a.milli()).unwrap_or(0));
+    let quota = limit(c, "cpu").map(|a| a.milli()).filter(|m| *m > 0).map(quota);
     Resources {
         cpu_shares: Some(shares),
         cpu_quota: quota,
