@@ -68,16 +68,21 @@ pub(crate) fn stdin_fifo(log_path: &std::path::Path) -> std::path::PathBuf {
     log_path.with_extension("stdin")
 }
 
+/// The OCI runtime spec stored with container `id`.
+fn oci_spec(id: &str, container: &Container) -> Result<serde_json::Value> {
+    container
+        .spec
+        .as_ref()
+        .and_then(|any| serde_json::from_slice(&any.value).ok())
+        .ok_or_else(|| container_error(id, "has no readable OCI spec"))
+}
+
 impl ContainerdRuntime {
     /// Where to attach to container `id`: its stdin FIFO (if it keeps stdin
     /// open), its log file, and whether it has a terminal.
     pub(crate) async fn find_attach_target(&self, id: &str) -> Result<crate::runtime::AttachTarget> {
         let container = self.get_container(id).await?;
-        let oci: serde_json::Value = container
-            .spec
-            .as_ref()
-            .and_then(|any| serde_json::from_slice(&any.value).ok())
-            .ok_or_else(|| container_error(id, "has no readable OCI spec"))?;
+        let oci = oci_spec(id, &container)?;
         let log_path = oci["annotations"][ANNOTATION_LOG_PATH].as_str().map(std::path::PathBuf::from);
         let keep_stdin = oci["annotations"][ANNOTATION_STDIN].as_str() == Some("true");
         Ok(crate::runtime::AttachTarget {
@@ -208,11 +213,7 @@ impl ContainerdRuntime {
 
     pub(crate) async fn start_task(&self, id: &str) -> Result<u32> {
         let container = self.get_container(id).await?;
-        let oci: serde_json::Value = container
-            .spec
-            .as_ref()
-            .and_then(|any| serde_json::from_slice(&any.value).ok())
-            .ok_or_else(|| container_error(id, "has no readable OCI spec"))?;
+        let oci = oci_spec(id, &container)?;
         let terminal = oci["process"]["terminal"].as_bool().unwrap_or(false);
         let log_path = oci["annotations"][ANNOTATION_LOG_PATH].as_str().map(std::path::PathBuf::from);
         let keep_stdin = oci["annotations"][ANNOTATION_STDIN].as_str() == Some("true");
