@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -47,9 +47,6 @@ impl std::str::FromStr for Backend {
 pub struct NetworkOptions {
     /// The cluster's IPv4 pod range (`--cluster-cidr`); the node's podCIDR is inside it.
     pub cluster_cidr: Ipv4Net,
-    /// The cluster's IPv6 pod range (after the comma in `--cluster-cidr`): pods
-    /// get an IPv6 address too.
-    pub cluster_cidr_v6: Option<Ipv6Net>,
     pub backend: Backend,
     /// Program Services into nftables (kube-proxy's job); off with `--disable-kube-proxy`.
     pub proxy: bool,
@@ -60,14 +57,14 @@ pub struct NetworkOptions {
 }
 
 impl NetworkOptions {
-    /// The options for a cluster whose pods draw from `cluster` (`--cluster-cidr`: IPv4, or IPv4 and IPv6).
+    /// The options for a cluster whose pods draw from `cluster` (`--cluster-cidr`:
+    /// IPv4, or IPv4 and IPv6; pods get only the IPv4 part so far).
     pub fn new(cluster: skiff_api::families::DualCidr) -> Result<NetworkOptions, String> {
         let Some(cluster_cidr) = cluster.v4() else {
             return Err("the pod network needs an IPv4 range (IPv6-only pod networks are not supported)".into());
         };
         Ok(NetworkOptions {
             cluster_cidr,
-            cluster_cidr_v6: cluster.v6(),
             backend: Backend::HostGw,
             proxy: true,
             proxy_debounce: Duration::from_millis(50),
