@@ -272,22 +272,24 @@ impl ContainerdRuntime {
         let stat = snapshots
             .stat(self.request(StatSnapshotRequest { snapshotter: SNAPSHOTTER.to_string(), key: chain.to_string() }))
             .await;
+        // an unpacked layer only needs to join this lease
+        let lease_existing = || async {
+            let resource = Resource { id: chain.to_string(), r#type: format!("snapshots/{SNAPSHOTTER}") };
+            LeasesClient::new(self.channel())
+                .add_resource(self.request(AddResourceRequest { id: lease.id.clone(), resource: Some(resource) }))
+                .await
+                .map(|_| ())
+                .map_err(|s| err("leasing its snapshot", status_message(&s)))
+        };
         match stat {
-            Ok(_) => {
-                let resource = Resource { id: chain.to_string(), r#type: format!("snapshots/{SNAPSHOTTER}") };
-                LeasesClient::new(self.channel())
-                    .add_resource(self.request(AddResourceRequest { id: lease.id.clone(), resource: Some(resource) }))
-                    .await
-                    .map_err(|s| err("leasing its snapshot", status_message(&s)))?;
-                return Ok(());
-            }
+            Ok(_) => return lease_existing().await,
             Err(s) if is_not_found(&s) => {}
             Err(s) => return Err(err("Snapshots.Stat", status_message(&s))),
         }
         let key = format!("extract-{}-{chain}", unique_suffix());
         debug!(layer = %layer.digest, chain, parent, "unpacking layer");
         let labels = [("containerd.io/snapshot.ref".to_string(), chain.to_string())].into_iter().collect();
-        let mounts = snapshots
+        let prepared = snapshots
             .prepare(self.leased(
                 PrepareSnapshotRequest {
                     snapshotter: SNAPSHOTTER.to_string(),
@@ -297,10 +299,13 @@ impl ContainerdRuntime {
                 },
                 lease,
             ))
-            .await
-            .map_err(|s| err("Snapshots.Prepare", status_message(&s)))?
-            .into_inner()
-            .mounts;
+            .await;
+        let mounts = match prepared {
+            Ok(r) => r.into_inner().mounts,
+            // another importer (an agent sharing this containerd) committed it meanwhile
+            Err(s) if is_already_exists(&s) => return lease_existing().await,
+            Err(s) => return Err(err("Snapshots.Prepare", status_message(&s))),
+        };
         let result = async {
             let applied = DiffClient::new(self.channel())
                 .apply(self.leased(
