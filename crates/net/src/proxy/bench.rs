@@ -18,7 +18,7 @@ pub struct ProxyFigures {
     pub table_size: (usize, usize, usize),
     /// First full sync into an empty namespace, end to end.
     pub full_sync: Duration,
-    /// Of which rendering and building the JSON.
+    /// Of which rendering and building the transaction.
     pub full_render: Duration,
     pub full_bytes: usize,
     /// A full resync over the existing table (the periodic one, or an agent restart).
@@ -27,6 +27,12 @@ pub struct ProxyFigures {
     pub incremental_p50: Duration,
     pub incremental_p99: Duration,
     pub incremental_samples: usize,
+    /// Of which running nft (p50): the rest is comparing the state and rendering.
+    pub incremental_apply_p50: Duration,
+    /// Of the full sync: running nft.
+    pub full_apply: Duration,
+    /// A sync with nothing changed (comparing the state with the last one).
+    pub unchanged: Duration,
 }
 
 impl std::fmt::Display for ProxyFigures {
@@ -39,18 +45,21 @@ impl std::fmt::Display for ProxyFigures {
         )?;
         writeln!(
             f,
-            "  full sync          {:>9.1} ms (render {:.1} ms, {} KiB of JSON)",
+            "  full sync          {:>9.1} ms (render {:.1} ms, nft {:.1} ms, {} KiB for nft -f)",
             ms(self.full_sync),
             ms(self.full_render),
+            ms(self.full_apply),
             self.full_bytes / 1024
         )?;
         writeln!(f, "  full resync        {:>9.1} ms", ms(self.resync))?;
+        writeln!(f, "  unchanged          {:>9.1} ms (comparing the state with the last one)", ms(self.unchanged))?;
         write!(
             f,
-            "  incremental (1 ep) {:>9.1} ms p50, {:.1} ms p99 over {}",
+            "  incremental (1 ep) {:>9.1} ms p50, {:.1} ms p99 over {} (nft p50 {:.1} ms)",
             ms(self.incremental_p50),
             ms(self.incremental_p99),
-            self.incremental_samples
+            self.incremental_samples,
+            ms(self.incremental_apply_p50)
         )
     }
 }
@@ -127,7 +136,11 @@ pub fn measure(services: usize, endpoints: usize, samples: usize) -> Result<Prox
     proxy.sync(&state)?;
     let resync = t.elapsed();
 
+    let t = Instant::now();
+    proxy.sync(&state)?;
+    let unchanged = t.elapsed();
     let mut times = Vec::with_capacity(samples);
+    let mut applies = Vec::with_capacity(samples);
     for k in 0..samples {
         let svc = &mut state.services[(k * 7919) % services.max(1)];
         if let Some(ep) = svc.ports[0].endpoints.first_mut() {
@@ -136,9 +149,11 @@ pub fn measure(services: usize, endpoints: usize, samples: usize) -> Result<Prox
         let t = Instant::now();
         let stats = proxy.sync(&state)?;
         times.push(t.elapsed());
+        applies.push(stats.apply);
         debug_assert_eq!(stats.kind, SyncKind::Incremental);
     }
     times.sort();
+    applies.sort();
     let pct = |p: f64| times.get(((times.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default();
     Ok(ProxyFigures {
         services,
@@ -151,5 +166,8 @@ pub fn measure(services: usize, endpoints: usize, samples: usize) -> Result<Prox
         incremental_p50: pct(0.5),
         incremental_p99: pct(0.99),
         incremental_samples: times.len(),
+        incremental_apply_p50: applies.get(applies.len() / 2).copied().unwrap_or_default(),
+        full_apply: first.apply,
+        unchanged,
     })
 }

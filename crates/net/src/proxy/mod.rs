@@ -27,14 +27,16 @@
 //! ClientIP session affinity get chains of their own (kube-proxy's per-endpoint
 //! chains and dynamic sets), since affinity needs per-endpoint state.
 //!
-//! nft 1.0.6 cannot declare a map keyed on `numgen` in JSON (no `typeof`), so
-//! the two endpoint maps are declared once in nft syntax ([`BOOTSTRAP`]); every
-//! transaction after that is JSON through the `nftables` crate.
+//! Transactions go to `nft -f -` in nft's own syntax, not JSON: nft 1.0.6
+//! parses text faster, reads only the table's objects (not their elements)
+//! into its cache for it, and can declare the maps keyed on a `numgen` index
+//! (`typeof`), which its JSON cannot.
 
 mod nft;
 mod render;
 mod sync;
 mod text;
+mod udp;
 
 #[cfg(test)]
 mod tests;
@@ -46,12 +48,13 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 pub use nft::{delete_table, list_table};
-pub use render::{render, Ruleset, BOOTSTRAP, TABLE};
+pub use render::{render, Ruleset, TABLE};
 pub use sync::{Proxy, SyncKind, SyncStats};
+pub use udp::UdpState;
 
 /// Apply one nft JSON transaction (the pod network's chain shares the table).
 pub(crate) fn apply_json(netns: Option<&std::path::Path>, payload: &str) -> crate::Result<()> {
-    nft::apply(netns, payload)
+    nft::apply_json(netns, payload)
 }
 
 /// A transport protocol a Service port or HostPort uses.

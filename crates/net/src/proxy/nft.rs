@@ -1,7 +1,8 @@
-//! Running `nft`: JSON transactions through the `nftables` crate, the one
-//! declaration JSON cannot express ([`BOOTSTRAP`]) in nft's own syntax, and
-//! listing what the table holds. Inside a pinned network namespace when one
-//! is given (the `nft` child inherits the calling thread's namespace).
+//! Running `nft`: transactions in nft's own syntax (`nft -f -`), which nft
+//! parses several times faster than JSON and, unlike JSON input, without
+//! first reading every element of the table into its cache; listing what the
+//! table holds. Inside a pinned network namespace when one is given (the
+//! `nft` child inherits the calling thread's namespace).
 
 use std::io::Write;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::render::{BOOTSTRAP, TABLE};
+use super::render::TABLE;
 use super::sync::Existing;
 use crate::{netns, Error, Result};
 
@@ -34,8 +35,23 @@ fn describe(e: nftables::helper::NftablesError) -> String {
     }
 }
 
-/// Apply one JSON transaction (`nft -j -f -`).
-pub(crate) fn apply(netns: Option<&Path>, payload: &str) -> Result<()> {
+/// nft quotes the offending line of its input, and an element list is one
+/// line of megabytes: keep a message readable.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 2000;
+    let text = text.trim();
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} … ({} bytes more)", &text[..end], text.len() - end)
+}
+
+/// Apply one JSON transaction (`nft -j -f -`): the pod network's chain.
+pub(crate) fn apply_json(netns: Option<&Path>, payload: &str) -> Result<()> {
     tracing::debug!(bytes = payload.len(), "nft -j -f -");
     in_netns(netns, || {
         nftables::helper::apply_ruleset_raw(payload, nftables::helper::DEFAULT_NFT, nftables::helper::DEFAULT_ARGS)
@@ -44,9 +60,10 @@ pub(crate) fn apply(netns: Option<&Path>, payload: &str) -> Result<()> {
     })
 }
 
-/// Declare the table and the maps JSON cannot (idempotent).
-pub(crate) fn bootstrap(netns: Option<&Path>) -> Result<()> {
-    tracing::debug!("nft -f - (bootstrap of table ip {TABLE})");
+/// Apply one transaction written in nft's syntax (`nft -f -`): nft sends
+/// all of it to the kernel as one batch, committed whole or not at all.
+pub(crate) fn apply(netns: Option<&Path>, payload: &str) -> Result<()> {
+    tracing::debug!(bytes = payload.len(), "nft -f -");
     in_netns(netns, || {
         let mut child = Command::new("nft")
             .args(["-f", "-"])
@@ -55,12 +72,14 @@ pub(crate) fn bootstrap(netns: Option<&Path>) -> Result<()> {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| err(format!("running nft: {e} (is the nftables package installed?)")))?;
+        // nft reads all of its input before it answers, so writing first
+        // cannot deadlock on a full stderr pipe
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(BOOTSTRAP.as_bytes()).map_err(|e| err(format!("writing to nft: {e}")))?;
+            stdin.write_all(payload.as_bytes()).map_err(|e| err(format!("writing to nft: {e}")))?;
         }
         let out = child.wait_with_output().map_err(|e| err(format!("waiting for nft: {e}")))?;
         if !out.status.success() {
-            return Err(err(format!("declaring table ip {TABLE}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(err(format!("table ip {TABLE}: nft -f -: {}", shorten(&String::from_utf8_lossy(&out.stderr)))));
         }
         Ok(())
     })

@@ -18,13 +18,11 @@ pub(crate) const FAMILY: &str = "ip";
 /// The packet mark bit that asks `nat-postrouting` to masquerade (kube-proxy's).
 pub(crate) const MASQ_MARK: u64 = 0x4000;
 
-/// The part of the table nft 1.0.6 can declare only in its own syntax: maps
-/// keyed on a `numgen` index (JSON has no `typeof`). Applied once, before the
-/// first sync; `add` leaves existing objects and their contents alone.
-pub const BOOTSTRAP: &str = "add table ip skiff
-add map ip skiff cluster-endpoints { typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport ; }
-add map ip skiff nodeport-endpoints { typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport ; }
-";
+/// How the maps keyed on a `numgen` index are declared: nft has no type
+/// name for the index, so they are declared by `typeof` expressions.
+const CLUSTER_ENDPOINTS_TYPEOF: &str =
+    "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport";
+const NODEPORT_ENDPOINTS_TYPEOF: &str = "meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport";
 
 // Names of the fixed objects.
 pub(crate) const SERVICE_IPS: &str = "service-ips";
@@ -55,7 +53,8 @@ pub(crate) struct BaseHook {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Chain {
     pub base: Option<BaseHook>,
-    /// Each rule is its list of statements (nft JSON `expr`).
+    /// Each rule is its list of statements, as nft JSON `expr` values
+    /// (written out in nft syntax by `text`).
     pub rules: Vec<Vec<Value>>,
 }
 
@@ -68,12 +67,13 @@ pub(crate) struct SetDecl {
     pub data: Option<&'static str>,
     pub flags: Vec<&'static str>,
     pub timeout: Option<u32>,
-    /// Declared by [`BOOTSTRAP`], never in JSON.
-    pub bootstrap: bool,
+    /// Declared by these `typeof` expressions instead of `key` and `data`
+    /// (which then only describe it).
+    pub type_of: Option<&'static str>,
 }
 
 /// The key of a set or map element. Elements are the bulk of a table
-/// (100,000 endpoints), so they are plain values, written to JSON by hand.
+/// (100,000 endpoints), so they are plain values, written out without allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Key {
     Addr(Ipv4Addr),
@@ -93,60 +93,41 @@ pub(crate) enum Data {
 }
 
 impl Key {
-    pub fn write_json(&self, out: &mut String) {
+    /// The key in nft's syntax, appended to `out` (no allocation: a full
+    /// sync writes 100,000 of them).
+    pub fn write_text(&self, out: &mut String) {
         use std::fmt::Write;
         let _ = match *self {
-            Key::Addr(a) => write!(out, "\"{a}\""),
-            Key::AddrAddr(a, b) => write!(out, "{{\"concat\":[\"{a}\",\"{b}\"]}}"),
-            Key::AddrProtoPort(a, p, n) => write!(out, "{{\"concat\":[\"{a}\",\"{p}\",{n}]}}"),
-            Key::ProtoPort(p, n) => write!(out, "{{\"concat\":[\"{p}\",{n}]}}"),
-            Key::AddrProtoPortIndex(a, p, n, i) => write!(out, "{{\"concat\":[\"{a}\",\"{p}\",{n},{i}]}}"),
-            Key::ProtoPortIndex(p, n, i) => write!(out, "{{\"concat\":[\"{p}\",{n},{i}]}}"),
+            Key::Addr(a) => write!(out, "{a}"),
+            Key::AddrAddr(a, b) => write!(out, "{a} . {b}"),
+            Key::AddrProtoPort(a, p, n) => write!(out, "{a} . {p} . {n}"),
+            Key::ProtoPort(p, n) => write!(out, "{p} . {n}"),
+            Key::AddrProtoPortIndex(a, p, n, i) => write!(out, "{a} . {p} . {n} . {i}"),
+            Key::ProtoPortIndex(p, n, i) => write!(out, "{p} . {n} . {i}"),
         };
     }
 
     pub fn text(&self) -> String {
-        match *self {
-            Key::Addr(a) => a.to_string(),
-            Key::AddrAddr(a, b) => format!("{a} . {b}"),
-            Key::AddrProtoPort(a, p, n) => format!("{a} . {p} . {n}"),
-            Key::ProtoPort(p, n) => format!("{p} . {n}"),
-            Key::AddrProtoPortIndex(a, p, n, i) => format!("{a} . {p} . {n} . {i}"),
-            Key::ProtoPortIndex(p, n, i) => format!("{p} . {n} . {i}"),
-        }
+        let mut out = String::new();
+        self.write_text(&mut out);
+        out
     }
 }
 
 impl Data {
-    pub fn write_json(&self, out: &mut String) {
+    pub fn write_text(&self, out: &mut String) {
         use std::fmt::Write;
         let _ = match self {
-            Data::Goto(chain) => write!(out, "{{\"goto\":{{\"target\":{}}}}}", Value::String(chain.clone())),
-            Data::Drop => write!(out, "{{\"drop\":null}}"),
-            Data::AddrPort(a, n) => write!(out, "{{\"concat\":[\"{a}\",{n}]}}"),
+            Data::Goto(chain) => write!(out, "goto {chain}"),
+            Data::Drop => write!(out, "drop"),
+            Data::AddrPort(a, n) => write!(out, "{a} . {n}"),
         };
     }
 
     pub fn text(&self) -> String {
-        match self {
-            Data::Goto(chain) => format!("goto {chain}"),
-            Data::Drop => "drop".into(),
-            Data::AddrPort(a, n) => format!("{a} . {n}"),
-        }
-    }
-}
-
-/// An element as nft JSON: the key, or `[key, data]` for a map.
-pub(crate) fn write_elem(out: &mut String, key: &Key, data: &Option<Data>) {
-    match data {
-        Some(d) => {
-            out.push('[');
-            key.write_json(out);
-            out.push(',');
-            d.write_json(out);
-            out.push(']');
-        }
-        None => key.write_json(out),
+        let mut out = String::new();
+        self.write_text(&mut out);
+        out
     }
 }
 
@@ -270,9 +251,9 @@ impl Ruleset {
         all
     }
 
-    /// The full sync as an nft JSON document: the table's every chain and map
-    /// flushed and refilled in one transaction.
-    pub fn to_json(&self) -> String {
+    /// The full sync as input for `nft -f -`: the table's every chain and
+    /// map flushed and refilled in one transaction.
+    pub fn to_nft(&self) -> String {
         let parts: Vec<&Fragment> = std::iter::once(&self.global).chain(self.services.values()).collect();
         super::sync::full_transaction(&parts, &self.select_chains(), &Default::default())
     }
@@ -302,25 +283,31 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
         data: Some("verdict"),
         flags: vec![],
         timeout: None,
-        bootstrap: false,
+        type_of: None,
     };
     f.sets.insert(SERVICE_IPS.into(), map(&addr_proto_port));
     f.sets.insert(SERVICE_NODEPORTS.into(), map(&proto_port));
     f.sets.insert(NO_ENDPOINT_SERVICES.into(), map(&addr_proto_port));
     f.sets.insert(NO_ENDPOINT_NODEPORTS.into(), map(&proto_port));
-    let set = |key: Value| SetDecl { is_map: false, key, data: None, flags: vec![], timeout: None, bootstrap: false };
+    let set = |key: Value| SetDecl { is_map: false, key, data: None, flags: vec![], timeout: None, type_of: None };
     f.sets.insert(CLUSTER_IPS.into(), set(json!("ipv4_addr")));
     f.sets.insert(HAIRPIN.into(), set(json!(["ipv4_addr", "ipv4_addr"])));
-    let typed = |key: Value| SetDecl {
+    let typed = |key: Value, type_of| SetDecl {
         is_map: true,
         key,
         data: Some("ipv4_addr . inet_service"),
         flags: vec![],
         timeout: None,
-        bootstrap: true,
+        type_of: Some(type_of),
     };
-    f.sets.insert(CLUSTER_ENDPOINTS.into(), typed(json!(["ipv4_addr", "inet_proto", "inet_service", "integer"])));
-    f.sets.insert(NODEPORT_ENDPOINTS.into(), typed(json!(["inet_proto", "inet_service", "integer"])));
+    f.sets.insert(
+        CLUSTER_ENDPOINTS.into(),
+        typed(json!(["ipv4_addr", "inet_proto", "inet_service", "integer"]), CLUSTER_ENDPOINTS_TYPEOF),
+    );
+    f.sets.insert(
+        NODEPORT_ENDPOINTS.into(),
+        typed(json!(["inet_proto", "inet_service", "integer"]), NODEPORT_ENDPOINTS_TYPEOF),
+    );
 
     let base = |kind, hook, prio, rules| Chain { base: Some(BaseHook { kind, hook, prio }), rules };
     let new_only = || matches("in", json!({"ct": {"key": "state"}}), json!("new"));
@@ -581,8 +568,9 @@ fn render_affinity(
 ) {
     let proto = port.protocol.as_str();
     let id = format!("{}/{}/{}/{}", svc.namespace, svc.name, proto, port.port);
-    let ep_chain = |ep: &Endpoint| format!("ep-{id}/{}:{}", ep.ip, ep.port);
-    let ep_set = |ep: &Endpoint| format!("{DYNAMIC_SET_PREFIX}{id}/{}:{}", ep.ip, ep.port);
+    // nft's syntax allows `/`, `.` and `-` in a name, not `:`
+    let ep_chain = |ep: &Endpoint| format!("ep-{id}/{}/{}", ep.ip, ep.port);
+    let ep_set = |ep: &Endpoint| format!("{DYNAMIC_SET_PREFIX}{id}/{}/{}", ep.ip, ep.port);
     let used: BTreeSet<&Endpoint> = cluster_eps.iter().chain(external_eps).collect();
     for ep in all.iter().filter(|e| used.contains(e)) {
         f.sets.insert(
@@ -591,9 +579,10 @@ fn render_affinity(
                 is_map: false,
                 key: json!("ipv4_addr"),
                 data: None,
-                flags: vec!["timeout"],
+                // rules add to it: `dynamic`, as the kernel would flag it anyway
+                flags: vec!["dynamic", "timeout"],
                 timeout: Some(timeout),
-                bootstrap: false,
+                type_of: None,
             },
         );
         f.chains.insert(
@@ -656,7 +645,7 @@ fn render_affinity(
     }
 }
 
-// JSON building blocks
+// Building blocks of rules (nft JSON expressions, written out by `text`)
 
 pub(crate) fn payload(protocol: &str, field: &str) -> Value {
     json!({"payload": {"protocol": protocol, "field": field}})

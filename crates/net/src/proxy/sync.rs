@@ -5,13 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
-use super::nft;
 use super::render::{
-    render, render_global, render_service, service_key, write_elem, Chain, Data, Fragment, Key, Ruleset, Select,
-    SetDecl, DYNAMIC_CHAIN_PREFIXES, DYNAMIC_SET_PREFIX, FAMILY, TABLE,
+    render, render_global, render_service, service_key, Chain, Data, Fragment, Key, Ruleset, Select, SetDecl,
+    DYNAMIC_CHAIN_PREFIXES, DYNAMIC_SET_PREFIX, FAMILY, TABLE,
 };
+use super::{nft, text};
 use super::{ProxyState, Service};
 use crate::Result;
 
@@ -22,75 +20,53 @@ pub(crate) struct Existing {
     pub sets: BTreeSet<String>,
 }
 
-/// Commands of one transaction, in the order nft must see them, each
-/// already JSON text.
+/// Commands of one transaction, in the order nft must see them, each one
+/// line of nft's syntax.
 #[derive(Default)]
 struct Tx {
     cmds: Vec<String>,
 }
 
-fn obj(name: &str) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("family".into(), json!(FAMILY));
-    m.insert("table".into(), json!(TABLE));
-    m.insert("name".into(), json!(name));
-    m
-}
-
 impl Tx {
-    fn push(&mut self, verb: &str, kind: &str, body: serde_json::Map<String, Value>) {
-        self.cmds.push(json!({ verb: { kind: body } }).to_string());
+    fn add_table(&mut self) {
+        self.cmds.push(format!("add table {FAMILY} {TABLE}"));
     }
 
     fn add_set(&mut self, name: &str, decl: &SetDecl) {
-        let mut m = obj(name);
-        m.insert("type".into(), decl.key.clone());
-        if let Some(data) = decl.data {
-            m.insert("map".into(), json!(data));
-        }
-        if !decl.flags.is_empty() {
-            m.insert("flags".into(), json!(decl.flags));
-        }
-        if let Some(t) = decl.timeout {
-            m.insert("timeout".into(), json!(t));
-        }
-        self.push("add", if decl.is_map { "map" } else { "set" }, m);
+        let kind = if decl.is_map { "map" } else { "set" };
+        self.cmds.push(format!("add {kind} {FAMILY} {TABLE} {name} {}", text::set_spec(decl)));
     }
 
     fn flush_set(&mut self, name: &str, decl: &SetDecl) {
-        self.push("flush", if decl.is_map { "map" } else { "set" }, obj(name));
+        let kind = if decl.is_map { "map" } else { "set" };
+        self.cmds.push(format!("flush {kind} {FAMILY} {TABLE} {name}"));
     }
 
     fn delete_set(&mut self, name: &str) {
-        self.push("delete", "set", obj(name));
+        self.cmds.push(format!("delete set {FAMILY} {TABLE} {name}"));
     }
 
     fn add_chain(&mut self, name: &str, chain: &Chain) {
-        let mut m = obj(name);
-        if let Some(b) = chain.base {
-            m.insert("type".into(), json!(b.kind));
-            m.insert("hook".into(), json!(b.hook));
-            m.insert("prio".into(), json!(b.prio));
-            m.insert("policy".into(), json!("accept"));
+        match chain.base {
+            Some(b) => self.cmds.push(format!(
+                "add chain {FAMILY} {TABLE} {name} {{ type {} hook {} priority {} ; policy accept ; }}",
+                b.kind, b.hook, b.prio
+            )),
+            None => self.cmds.push(format!("add chain {FAMILY} {TABLE} {name}")),
         }
-        self.push("add", "chain", m);
     }
 
     fn flush_chain(&mut self, name: &str) {
-        self.push("flush", "chain", obj(name));
+        self.cmds.push(format!("flush chain {FAMILY} {TABLE} {name}"));
     }
 
     fn delete_chain(&mut self, name: &str) {
-        self.push("delete", "chain", obj(name));
+        self.cmds.push(format!("delete chain {FAMILY} {TABLE} {name}"));
     }
 
     fn add_rules(&mut self, name: &str, chain: &Chain) {
         for rule in &chain.rules {
-            let mut m = obj(name);
-            m.remove("name");
-            m.insert("chain".into(), json!(name));
-            m.insert("expr".into(), json!(rule));
-            self.push("add", "rule", m);
+            self.cmds.push(format!("add rule {FAMILY} {TABLE} {name} {}", text::rule(rule)));
         }
     }
 
@@ -99,20 +75,15 @@ impl Tx {
         let mut by_set: BTreeMap<&str, String> = BTreeMap::new();
         for (set, key, data) in elems {
             let out = by_set.entry(set).or_default();
-            if !out.is_empty() {
-                out.push(',');
-            }
-            if verb == "delete" {
-                key.write_json(out);
-            } else {
-                write_elem(out, key, data);
+            out.push_str(if out.is_empty() { "{ " } else { ", " });
+            key.write_text(out);
+            if let (Some(d), false) = (data, verb == "delete") {
+                out.push_str(" : ");
+                d.write_text(out);
             }
         }
         for (set, list) in by_set {
-            self.cmds.push(format!(
-                "{{\"{verb}\":{{\"element\":{{\"family\":\"{FAMILY}\",\"table\":\"{TABLE}\",\"name\":{},\"elem\":[{list}]}}}}}}",
-                Value::String(set.to_string())
-            ));
+            self.cmds.push(format!("{verb} element {FAMILY} {TABLE} {set} {list} }}"));
         }
     }
 
@@ -124,19 +95,28 @@ impl Tx {
         self.cmds.len()
     }
 
-    /// The transaction as one nft JSON document.
+    /// The transaction as input for `nft -f -`.
     fn into_string(self) -> String {
-        let mut out = String::with_capacity(self.cmds.iter().map(|c| c.len() + 1).sum::<usize>() + 16);
-        out.push_str("{\"nftables\":[");
-        for (i, c) in self.cmds.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
+        let mut out = String::with_capacity(self.cmds.iter().map(|c| c.len() + 1).sum::<usize>());
+        for c in &self.cmds {
             out.push_str(c);
+            out.push('\n');
         }
-        out.push_str("]}");
         out
     }
+}
+
+/// Whether nft's syntax can name the object: its scanner takes letters,
+/// digits, `/`, `-`, `_` and `.`. Older Skiff versions named ClientIP
+/// affinity chains and sets with a `:`; those are left in place (unused)
+/// rather than failing every full sync.
+fn sayable(name: &str) -> bool {
+    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
+    if !ok {
+        tracing::warn!(name, "nftables object of table ip skiff with a name nft cannot parse: left in place");
+    }
+    ok
 }
 
 fn is_dynamic_chain(name: &str) -> bool {
@@ -161,39 +141,38 @@ fn full_tx(parts: &[&Fragment], selects: &BTreeMap<String, Chain>, existing: &Ex
         chains.extend(f.chains.iter().map(|(n, c)| (n.as_str(), c)));
     }
     let mut tx = Tx::default();
-    tx.push("add", "table", {
-        let mut m = obj(TABLE);
-        m.remove("table");
-        m
-    });
+    tx.add_table();
     for (&name, &decl) in &sets {
         if name.starts_with(DYNAMIC_SET_PREFIX) {
-            // the kernel flags a set that rules update `dynamic`, which JSON
-            // cannot say: declaring it again would conflict, and it keeps
-            // its clients if left alone
+            // declared again it would be emptied of its clients: left alone
             if !existing.sets.contains(name) {
                 tx.add_set(name, decl);
             }
             continue;
         }
-        if !decl.bootstrap {
-            tx.add_set(name, decl);
-        }
+        tx.add_set(name, decl);
         tx.flush_set(name, decl);
     }
     for (&name, &chain) in &chains {
         tx.add_chain(name, chain);
         tx.flush_chain(name);
     }
-    let stale_chains: Vec<&String> =
-        existing.chains.iter().filter(|c| is_dynamic_chain(c) && !chains.contains_key(c.as_str())).collect();
+    let stale_chains: Vec<&String> = existing
+        .chains
+        .iter()
+        .filter(|c| is_dynamic_chain(c) && !chains.contains_key(c.as_str()) && sayable(c))
+        .collect();
     for c in &stale_chains {
         tx.flush_chain(c);
     }
     for c in &stale_chains {
         tx.delete_chain(c);
     }
-    for s in existing.sets.iter().filter(|s| s.starts_with(DYNAMIC_SET_PREFIX) && !sets.contains_key(s.as_str())) {
+    for s in existing
+        .sets
+        .iter()
+        .filter(|s| s.starts_with(DYNAMIC_SET_PREFIX) && !sets.contains_key(s.as_str()) && sayable(s))
+    {
         tx.delete_set(s);
     }
     for (&name, &chain) in &chains {
@@ -226,7 +205,7 @@ pub struct SyncStats {
     pub services_changed: usize,
     /// nftables commands in the transaction.
     pub commands: usize,
-    /// Size of the JSON sent to nft.
+    /// Size of the transaction sent to nft.
     pub bytes: usize,
     /// Rendering and building the transaction.
     pub render: Duration,
@@ -309,10 +288,7 @@ impl Proxy {
                     .collect(),
                 sets: a.services.values().flat_map(|(_, f)| f.sets.keys().cloned()).collect(),
             },
-            None => {
-                nft::bootstrap(self.netns.as_deref())?;
-                nft::existing(self.netns.as_deref())?
-            }
+            None => nft::existing(self.netns.as_deref())?,
         };
         let selects = ruleset.select_chains();
         let parts: Vec<&Fragment> = std::iter::once(&ruleset.global).chain(ruleset.services.values()).collect();
@@ -356,21 +332,23 @@ impl Proxy {
             return self.full_sync(state);
         };
         let mut changed: Vec<(String, Option<(Service, Fragment)>)> = Vec::new();
-        let mut seen = BTreeSet::new();
+        let mut seen = HashSet::with_capacity(state.services.len());
         for svc in &state.services {
             let key = service_key(svc);
-            seen.insert(key.clone());
             match applied.services.get(&key) {
                 Some((old, _)) if old == svc => {}
                 _ => {
                     let f = render_service(svc, applied.cluster_cidr);
-                    changed.push((key, Some((svc.clone(), f))));
+                    changed.push((key.clone(), Some((svc.clone(), f))));
                 }
             }
+            seen.insert(key);
         }
-        for key in applied.services.keys() {
-            if !seen.contains(key) {
-                changed.push((key.clone(), None));
+        if seen.len() != applied.services.len() || changed.iter().any(|(k, _)| !applied.services.contains_key(k)) {
+            for key in applied.services.keys() {
+                if !seen.contains(key) {
+                    changed.push((key.clone(), None));
+                }
             }
         }
         if changed.is_empty() {
@@ -443,6 +421,24 @@ impl Proxy {
             render: render_time,
             apply,
         })
+    }
+}
+
+impl Proxy {
+    /// The UDP side of the table as last applied (empty before the first sync).
+    pub fn udp_state(&self) -> super::UdpState {
+        let mut udp = super::UdpState::default();
+        if let Some(a) = &self.applied {
+            for (_, f) in a.services.values() {
+                udp.add_fragment(f);
+            }
+        }
+        udp
+    }
+
+    /// The UDP side of the table in the kernel now (see [`super::UdpState::programmed`]).
+    pub fn programmed_udp_state(&self) -> Result<super::UdpState> {
+        super::UdpState::programmed(self.netns.as_deref())
     }
 }
 
@@ -577,15 +573,10 @@ mod tests {
         let new = render_service(&web(&["10.244.0.2", "10.244.0.4"]), cidr);
         let mut diff = Diff::default();
         diff.add(&old, &new);
-        let doc: Value = serde_json::from_str(&diff.transaction(&BTreeMap::new()).into_string()).unwrap();
         assert_eq!(
-            doc,
-            json!({"nftables": [
-                {"delete": {"element": {"family": "ip", "table": "skiff", "name": "cluster-endpoints",
-                    "elem": [{"concat": ["10.96.0.20", "tcp", 80, 1]}]}}},
-                {"add": {"element": {"family": "ip", "table": "skiff", "name": "cluster-endpoints",
-                    "elem": [[{"concat": ["10.96.0.20", "tcp", 80, 1]}, {"concat": ["10.244.0.4", 8080]}]]}}},
-            ]})
+            diff.transaction(&BTreeMap::new()).into_string(),
+            "delete element ip skiff cluster-endpoints { 10.96.0.20 . tcp . 80 . 1 }\n\
+             add element ip skiff cluster-endpoints { 10.96.0.20 . tcp . 80 . 1 : 10.244.0.4 . 8080 }\n"
         );
     }
 
@@ -600,15 +591,17 @@ mod tests {
             Ruleset { services: [(String::new(), new.clone())].into(), cluster_cidr: cidr, ..Default::default() }
                 .select_chains();
         let tx = diff.transaction(&selects).into_string();
-        let doc: Value = serde_json::from_str(&tx).unwrap();
-        let verbs: Vec<String> = doc["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
-                let (kind, o) = body.as_object().unwrap().iter().next().unwrap();
-                format!("{verb} {kind} {}", o["name"].as_str().or(o["chain"].as_str()).unwrap_or_default())
+        // verb, kind, and the name after "ip skiff"
+        let verbs: Vec<String> = tx
+            .lines()
+            .map(|l| {
+                l.split(' ')
+                    .enumerate()
+                    .filter(|(i, _)| ![2, 3].contains(i))
+                    .map(|(_, w)| w)
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             })
             .collect();
         assert_eq!(
@@ -627,17 +620,20 @@ mod tests {
     #[test]
     fn a_full_sync_removes_only_the_proxys_stale_objects() {
         let existing = Existing {
-            chains: ["cluster-7-udp", "pod-egress", "svc-gone/x/tcp/80"].iter().map(|s| s.to_string()).collect(),
-            sets: ["affinity-gone/x/tcp/80/10.0.0.1:80".to_string()].into(),
+            chains: ["cluster-7-udp", "pod-egress", "svc-gone/x/tcp/80", "ep-old/x/tcp/80/10.0.0.1:80"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            sets: ["affinity-gone/x/tcp/80/10.0.0.1/80".to_string()].into(),
         };
         let ruleset = render(&ProxyState::default());
         let tx = full_transaction(&[&ruleset.global], &BTreeMap::new(), &existing);
-        assert!(tx.contains(r#"{"delete":{"chain":{"family":"ip","table":"skiff","name":"cluster-7-udp"}}}"#), "{tx}");
-        assert!(tx.contains(r#"{"delete":{"chain":{"family":"ip","table":"skiff","name":"svc-gone/x/tcp/80"}}}"#));
-        assert!(tx.contains(
-            r#"{"delete":{"set":{"family":"ip","table":"skiff","name":"affinity-gone/x/tcp/80/10.0.0.1:80"}}}"#
-        ));
+        let lines: Vec<&str> = tx.lines().collect();
+        assert!(lines.contains(&"delete chain ip skiff cluster-7-udp"), "{tx}");
+        assert!(lines.contains(&"delete chain ip skiff svc-gone/x/tcp/80"));
+        assert!(lines.contains(&"delete set ip skiff affinity-gone/x/tcp/80/10.0.0.1/80"));
         assert!(!tx.contains("pod-egress"), "the pod network's chain is not the proxy's");
-        assert!(!tx.contains(r#""delete":{"table""#));
+        assert!(!tx.contains("delete table"));
+        assert!(!tx.contains("10.0.0.1:80"), "a name nft cannot parse would fail the whole transaction");
     }
 }

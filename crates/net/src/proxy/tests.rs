@@ -268,23 +268,23 @@ fn client_ip_affinity_gets_per_endpoint_chains_and_sets_with_the_timeout() {
         block(&t, "chain svc-default/web/tcp/80 {"),
         "chain svc-default/web/tcp/80 {\n\
          ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n\
-         ip saddr @affinity-default/web/tcp/80/10.244.0.2:8080 goto ep-default/web/tcp/80/10.244.0.2:8080\n\
-         ip saddr @affinity-default/web/tcp/80/10.244.1.3:8080 goto ep-default/web/tcp/80/10.244.1.3:8080\n\
-         numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/80/10.244.0.2:8080, 1 : goto ep-default/web/tcp/80/10.244.1.3:8080 }\n\
+         ip saddr @affinity-default/web/tcp/80/10.244.0.2/8080 goto ep-default/web/tcp/80/10.244.0.2/8080\n\
+         ip saddr @affinity-default/web/tcp/80/10.244.1.3/8080 goto ep-default/web/tcp/80/10.244.1.3/8080\n\
+         numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/80/10.244.0.2/8080, 1 : goto ep-default/web/tcp/80/10.244.1.3/8080 }\n\
          }"
     );
     assert_eq!(
-        block(&t, "chain ep-default/web/tcp/80/10.244.1.3:8080 {"),
-        "chain ep-default/web/tcp/80/10.244.1.3:8080 {\n\
-         update @affinity-default/web/tcp/80/10.244.1.3:8080 { ip saddr }\n\
+        block(&t, "chain ep-default/web/tcp/80/10.244.1.3/8080 {"),
+        "chain ep-default/web/tcp/80/10.244.1.3/8080 {\n\
+         update @affinity-default/web/tcp/80/10.244.1.3/8080 { ip saddr }\n\
          meta l4proto tcp dnat to 10.244.1.3:8080\n\
          }"
     );
     assert_eq!(
-        block(&t, "set affinity-default/web/tcp/80/10.244.0.2:8080 {"),
-        "set affinity-default/web/tcp/80/10.244.0.2:8080 {\n\
+        block(&t, "set affinity-default/web/tcp/80/10.244.0.2/8080 {"),
+        "set affinity-default/web/tcp/80/10.244.0.2/8080 {\n\
          type ipv4_addr\n\
-         flags timeout\n\
+         flags dynamic,timeout\n\
          timeout 600s\n\
          }"
     );
@@ -322,21 +322,20 @@ fn host_ports_dnat_on_the_node_addresses_or_the_host_ip() {
 }
 
 #[test]
-fn the_full_sync_is_one_json_transaction_that_refills_the_table() {
-    let doc: serde_json::Value = serde_json::from_str(&render(&state(vec![web()])).to_json()).unwrap();
-    let cmds = doc["nftables"].as_array().unwrap();
-    assert_eq!(cmds[0], serde_json::json!({"add": {"table": {"family": "ip", "name": "skiff"}}}));
+fn the_full_sync_is_one_transaction_that_refills_the_table() {
+    let tx = render(&state(vec![web()])).to_nft();
+    let lines: Vec<&str> = tx.lines().collect();
+    assert_eq!(lines[0], "add table ip skiff");
     // every map is flushed before it is filled, within the same transaction
-    let pos = |needle: &serde_json::Value| cmds.iter().position(|c| c == needle);
-    let flush = serde_json::json!({"flush": {"map": {"family": "ip", "table": "skiff", "name": "service-ips"}}});
-    let fill = cmds.iter().position(|c| c["add"]["element"]["name"] == "service-ips").expect("service-ips is filled");
-    assert!(pos(&flush).expect("service-ips is flushed") < fill);
-    // the typed endpoint map is declared by the bootstrap, never in JSON
-    assert!(!cmds.iter().any(|c| c["add"]["map"]["name"] == "cluster-endpoints"));
-    let elem =
-        &cmds.iter().find(|c| c["add"]["element"]["name"] == "cluster-endpoints").unwrap()["add"]["element"]["elem"];
-    assert_eq!(
-        elem[0],
-        serde_json::json!([{"concat": ["10.96.0.20", "tcp", 80, 0]}, {"concat": ["10.244.0.2", 8080]}])
+    let pos = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix));
+    let fill = pos("add element ip skiff service-ips ").expect("service-ips is filled");
+    assert!(pos("flush map ip skiff service-ips").expect("service-ips is flushed") < fill);
+    // the endpoint map is keyed on a numgen index, declared by typeof
+    assert!(lines.contains(
+        &"add map ip skiff cluster-endpoints { typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport ; }"
+    ));
+    assert!(
+        tx.contains("add element ip skiff cluster-endpoints { 10.96.0.20 . tcp . 80 . 0 : 10.244.0.2 . 8080, "),
+        "{tx}"
     );
 }

@@ -1,22 +1,20 @@
-//! The rendered table in nft's own syntax, close to what `nft list table`
-//! prints: how the unit tests state their expectations, and what a person
+//! The rendered table in nft's own syntax: what the transactions send to
+//! `nft -f -` (rules, set declarations), and, close to what `nft list table`
+//! prints, how the unit tests state their expectations and what a person
 //! reads in a log. Covers the statements and expressions `render` uses.
 
 use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::render::{Fragment, FAMILY, TABLE};
+use super::render::{Fragment, SetDecl, FAMILY, TABLE};
 
 pub(crate) fn table(all: &Fragment) -> String {
     let mut out = format!("table {FAMILY} {TABLE} {{\n");
     for (name, decl) in &all.sets {
         let kind = if decl.is_map { "map" } else { "set" };
         let _ = writeln!(out, "\t{kind} {name} {{");
-        let key = match &decl.key {
-            Value::Array(parts) => parts.iter().map(|p| p.as_str().unwrap_or("?")).collect::<Vec<_>>().join(" . "),
-            other => other.as_str().unwrap_or("?").to_string(),
-        };
+        let key = key_type(&decl.key);
         match decl.data {
             Some(d) => {
                 let _ = writeln!(out, "\t\ttype {key} : {d}");
@@ -50,14 +48,50 @@ pub(crate) fn table(all: &Fragment) -> String {
         if let Some(b) = chain.base {
             let _ = writeln!(out, "\t\ttype {} hook {} priority {}; policy accept;", b.kind, b.hook, b.prio);
         }
-        for rule in &chain.rules {
-            let stmts: Vec<String> = rule.iter().map(stmt).collect();
-            let _ = writeln!(out, "\t\t{}", stmts.join(" "));
+        for r in &chain.rules {
+            let _ = writeln!(out, "\t\t{}", rule(r));
         }
         out.push_str("\t}\n");
     }
     out.push_str("}\n");
     out
+}
+
+/// A rule's statements as nft writes them.
+pub(crate) fn rule(stmts: &[Value]) -> String {
+    stmts.iter().map(stmt).collect::<Vec<_>>().join(" ")
+}
+
+/// The body of `add set|map …`: `{ type … ; flags … ; timeout … ; }`.
+pub(crate) fn set_spec(decl: &SetDecl) -> String {
+    let mut out = String::from("{ ");
+    match decl.type_of {
+        Some(t) => {
+            let _ = write!(out, "typeof {t} ; ");
+        }
+        None => {
+            let _ = write!(out, "type {}", key_type(&decl.key));
+            if let Some(d) = decl.data {
+                let _ = write!(out, " : {d}");
+            }
+            out.push_str(" ; ");
+        }
+    }
+    if !decl.flags.is_empty() {
+        let _ = write!(out, "flags {} ; ", decl.flags.join(","));
+    }
+    if let Some(t) = decl.timeout {
+        let _ = write!(out, "timeout {t}s ; ");
+    }
+    out.push('}');
+    out
+}
+
+fn key_type(key: &Value) -> String {
+    match key {
+        Value::Array(parts) => parts.iter().map(|p| p.as_str().unwrap_or("?")).collect::<Vec<_>>().join(" . "),
+        other => other.as_str().unwrap_or("?").to_string(),
+    }
 }
 
 fn stmt(v: &Value) -> String {
