@@ -3,7 +3,8 @@
 //! program it into nftables (one transaction per sync).
 //!
 //! The conversion (`proxy_state`) is a pure function; the loop only watches,
-//! debounces and calls `Proxy::sync` on a blocking thread.
+//! rate-limits (at most one sync per `debounce`, the first change after a
+//! quiet spell at once) and calls `Proxy::sync` on a blocking thread.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -24,7 +25,7 @@ pub struct ProxyConfig {
     pub node_name: String,
     pub cluster_cidr: Option<Ipv4Net>,
     pub pod_cidr: Option<Ipv4Net>,
-    /// How long to gather changes before one sync.
+    /// The shortest time between two syncs (changes meanwhile are gathered into one).
     pub debounce: Duration,
 }
 
@@ -132,31 +133,30 @@ pub fn proxy_state(services: &[Service], slices: &[EndpointSlice], pods: &[Pod],
     out
 }
 
-/// The UDP endpoints (address, port) that `old` sends Service traffic to
-/// and `new` no longer does.
-pub fn removed_udp_endpoints(old: &ProxyState, new: &ProxyState) -> Vec<(Ipv4Addr, u16)> {
-    let udp = |s: &ProxyState| -> std::collections::BTreeSet<(Ipv4Addr, u16)> {
-        s.services
-            .iter()
-            .flat_map(|svc| svc.ports.iter())
-            .filter(|p| p.protocol == Protocol::Udp)
-            .flat_map(|p| p.endpoints.iter().map(|e| (e.ip, e.port)))
-            .collect()
-    };
-    let now = udp(new);
-    udp(old).into_iter().filter(|e| !now.contains(e)).collect()
-}
-
-/// Delete the conntrack entries that pin UDP clients to endpoints that are
-/// gone, so that their next datagrams reach a current endpoint.
-fn clear_udp_conntrack(old: &ProxyState, new: &ProxyState) {
-    let gone = removed_udp_endpoints(old, new);
-    if gone.is_empty() {
-        return;
+/// Delete the UDP conntrack entries the change from `old` to `new` made
+/// stale, as kube-proxy does: those that pin clients to endpoints that are
+/// gone, so that their next datagrams reach a current endpoint, and those of
+/// Services that had no endpoints and now have some (datagrams sent while
+/// the Service rejected left entries without NAT, which would keep the
+/// client's later datagrams from being DNATed).
+fn clear_udp_conntrack(old: &proxy::UdpState, new: &proxy::UdpState) {
+    let gone = old.removed_endpoints(new);
+    if !gone.is_empty() {
+        match tokio::task::block_in_place(|| skiff_net::conntrack::delete_udp_to_endpoints(&gone)) {
+            Ok(n) => tracing::debug!(endpoints = ?gone, deleted = n, "stale UDP conntrack entries deleted"),
+            Err(e) => tracing::warn!(endpoints = ?gone, error = %e, "deleting stale UDP conntrack entries failed"),
+        }
     }
-    match tokio::task::block_in_place(|| skiff_net::conntrack::delete_udp_to_endpoints(&gone)) {
-        Ok(n) => tracing::debug!(endpoints = ?gone, deleted = n, "stale UDP conntrack entries deleted"),
-        Err(e) => tracing::warn!(endpoints = ?gone, error = %e, "deleting stale UDP conntrack entries failed"),
+    let active = old.newly_active(new);
+    if !active.is_empty() {
+        match tokio::task::block_in_place(|| skiff_net::conntrack::delete_udp_to_destinations(&active)) {
+            Ok(n) => {
+                tracing::debug!(services = ?active, deleted = n, "UDP conntrack entries of services that got endpoints deleted")
+            }
+            Err(e) => {
+                tracing::warn!(services = ?active, error = %e, "deleting UDP conntrack entries of services that got endpoints failed")
+            }
+        }
     }
 }
 
@@ -232,15 +232,41 @@ pub async fn run(
         tokio::join!(services, slices, pods);
     });
     let mut health_checks = crate::healthcheck::HealthChecks::default();
-    let mut previous: Option<ProxyState> = None;
+    // what the table did with UDP before this agent started (a restart):
+    // the first sync's stale conntrack entries are found against it
+    let mut previous = match tokio::task::block_in_place(|| proxy.programmed_udp_state()) {
+        Ok(udp) => Some(udp),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the UDP services of the existing table failed; stale conntrack entries of the first sync stay");
+            None
+        }
+    };
+    // the first sync waits for all three lists: a partial state would
+    // program Services without their endpoints (and reject their traffic)
+    let ready = async {
+        let _ =
+            tokio::join!(svc_store.wait_until_ready(), slice_store.wait_until_ready(), pod_store.wait_until_ready());
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            watchers.abort();
+            return;
+        }
+        _ = ready => {}
+    }
+    let mut last_sync: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             got = rx.recv() => if got.is_none() { break },
         }
-        // gather a burst of changes into one transaction
-        tokio::time::sleep(config.debounce).await;
+        // at most one sync per `debounce`: a change after a quiet spell is
+        // applied at once, the changes of a burst go into one transaction
+        if let Some(wait) = last_sync.map(|t| config.debounce.saturating_sub(t.elapsed())) {
+            tokio::time::sleep(wait).await;
+        }
         while rx.try_recv().is_ok() {}
+        last_sync = Some(std::time::Instant::now());
         let services = svc_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
         let state = proxy_state(
             &services,
@@ -252,10 +278,11 @@ pub async fn run(
         match tokio::task::block_in_place(|| proxy.sync(&state)) {
             Ok(stats) => {
                 tracing::debug!(?stats, elapsed = ?started.elapsed(), "proxy synced");
+                let now = proxy.udp_state();
                 if let Some(old) = &previous {
-                    clear_udp_conntrack(old, &state);
+                    clear_udp_conntrack(old, &now);
                 }
-                previous = Some(state.clone());
+                previous = Some(now);
             }
             Err(e) => tracing::warn!(error = %e, "proxy sync failed; retrying on the next change"),
         }
@@ -309,36 +336,6 @@ mod tests {
                 Endpoint { ip: Ipv4Addr::new(10, 244, 2, 7), port: 8080, local: false },
             ]
         );
-    }
-
-    #[test]
-    fn removed_udp_endpoints_are_those_gone_from_udp_ports() {
-        let port = |protocol, ips: &[u8]| ServicePort {
-            name: String::new(),
-            protocol,
-            port: 53,
-            node_port: None,
-            endpoints: ips
-                .iter()
-                .map(|i| Endpoint { ip: Ipv4Addr::new(10, 244, 1, *i), port: 5353, local: true })
-                .collect(),
-        };
-        let state = |udp: &[u8], tcp: &[u8]| ProxyState {
-            services: vec![proxy::Service {
-                namespace: "default".into(),
-                name: "dns".into(),
-                cluster_ip: None,
-                external_ips: vec![],
-                load_balancer_ips: vec![],
-                session_affinity_timeout: None,
-                internal_traffic_local: false,
-                external_traffic_local: false,
-                ports: vec![port(Protocol::Udp, udp), port(Protocol::Tcp, tcp)],
-            }],
-            ..Default::default()
-        };
-        let gone = removed_udp_endpoints(&state(&[2, 3], &[2, 3]), &state(&[3, 4], &[4]));
-        assert_eq!(gone, vec![(Ipv4Addr::new(10, 244, 1, 2), 5353)]);
     }
 
     #[test]

@@ -77,13 +77,30 @@ pub fn delete_udp_to_endpoints(endpoints: &[(Ipv4Addr, u16)]) -> Result<usize, C
     if endpoints.is_empty() {
         return Ok(0);
     }
+    delete_where(|e| endpoints.iter().any(|(ip, port)| e.nat_to_udp_endpoint(*ip, *port)))
+}
+
+/// Delete the UDP conntrack entries of flows a client sent to any of
+/// `destinations`: (address, port), or (None, port) for a NodePort on any of
+/// the node's addresses. kube-proxy does this when a UDP Service goes from
+/// no endpoints to some: the flows made while it rejected are not NATed, and
+/// their entries would keep the client's datagrams from reaching the new
+/// endpoints. Returns how many were deleted.
+pub fn delete_udp_to_destinations(destinations: &[(Option<Ipv4Addr>, u16)]) -> Result<usize, ConntrackError> {
+    if destinations.is_empty() {
+        return Ok(0);
+    }
+    delete_where(|e| {
+        e.orig.protocol == IPPROTO_UDP
+            && destinations.iter().any(|(ip, port)| e.orig.dst_port == *port && ip.is_none_or(|ip| e.orig.dst == ip))
+    })
+}
+
+fn delete_where(stale: impl Fn(&Entry) -> bool) -> Result<usize, ConntrackError> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
-    let stale: Vec<Entry> = dump(&socket)?
-        .into_iter()
-        .filter(|e| endpoints.iter().any(|(ip, port)| e.nat_to_udp_endpoint(*ip, *port)))
-        .collect();
+    let stale: Vec<Entry> = dump(&socket)?.into_iter().filter(|e| stale(e)).collect();
     let mut deleted = 0;
     for (seq, entry) in stale.iter().enumerate() {
         let seq = u32::try_from(seq).unwrap_or(u32::MAX).wrapping_add(2);
