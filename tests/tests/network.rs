@@ -521,3 +521,107 @@ fn udp_conntrack_of_a_removed_endpoint_is_deleted() {
         other => Err(format!("{other:?}\n{}", c.ruleset(0))),
     });
 }
+
+/// A connected UDP client socket in `netns` that also keeps sending in the
+/// background every 300 ms for `lifetime`, as a client that never stops
+/// would (so its conntrack entry never times out); `ask` sends and reads one
+/// answer (possibly one the background sends drew).
+fn udp_client(c: &Nodes, netns: &Path, target: String, lifetime: Duration) -> std::net::UdpSocket {
+    let client = c.in_netns(netns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(&target).unwrap();
+        s
+    });
+    client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let keepalive = client.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let until = Instant::now() + lifetime;
+        while Instant::now() < until {
+            let _ = keepalive.send(b"keepalive");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    client
+}
+
+fn ask(client: &std::net::UdpSocket) -> Result<String, String> {
+    client.send(b"who").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let n = client.recv(&mut buf).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// The conntrack cleanup of a removed UDP endpoint also works across an
+/// agent restart: the restarted agent reads what its table did from the
+/// kernel and compares its first sync with that.
+#[test]
+fn udp_conntrack_of_an_endpoint_removed_while_the_agent_was_down_is_deleted() {
+    let mut c = Nodes::start(NodesOptions::default());
+    let n1 = c.nodes[0].name.clone();
+    c.apply(&echo_pod("udp-a", &n1, "udp", "exec sleep 3600"));
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: udp}\nspec:\n  selector: {app: udp}\n  ports:\n  - {port: 9000, targetPort: 9000, protocol: UDP}\n",
+    );
+    let a = c.wait_pods_ready("app=udp", 1, Duration::from_secs(90)).remove(0);
+    udp_server_in(&c, &a, "a", Duration::from_secs(80));
+    let vip = svc_field(&c, "udp", "/spec/clusterIP");
+    // the client is on node 2, whose agent the test restarts
+    let client = udp_client(&c, &c.nodes[1].netns.clone(), format!("{vip}:9000"), Duration::from_secs(80));
+    eventually("udp-a answers through the ClusterIP", Duration::from_secs(15), || match ask(&client)? {
+        s if s == "a" => Ok(()),
+        s => Err(s),
+    });
+    // node 2's agent stops; meanwhile udp-a is replaced by udp-b
+    c.stop_node(1);
+    c.kubectl(&["delete", "pod", "udp-a", "--wait=false"]).success();
+    c.apply(&echo_pod("udp-b", &n1, "udp", "exec sleep 3600"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let b = loop {
+        let pods = c.wait_pods_ready("app=udp", 1, Duration::from_secs(60));
+        if let Some(b) = pods.iter().find(|p| p["metadata"]["name"] == "udp-b") {
+            break b.clone();
+        }
+        assert!(Instant::now() < deadline, "udp-b not ready: {pods:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    udp_server_in(&c, &b, "b", Duration::from_secs(60));
+    // the old table (udp-a) stays in node 2's kernel until the agent is back
+    assert!(c.ruleset(1).contains(&ip_of(&a)), "node 2's table changed while its agent was down");
+    c.restart_node(1);
+    eventually("udp-b answers the same client socket after the restart", Duration::from_secs(20), || {
+        match ask(&client) {
+            Ok(s) if s == "b" => Ok(()),
+            other => Err(format!("{other:?}\n{}", c.ruleset(1))),
+        }
+    });
+}
+
+/// A UDP Service that goes from no endpoints to one: datagrams a client
+/// sent before (here to a NodePort nothing served yet, so the node itself
+/// answered them and their conntrack entry was confirmed without NAT) must
+/// not keep the same client socket from reaching the new endpoint, as
+/// kube-proxy ensures by deleting the entries to the Service's addresses.
+#[test]
+fn udp_service_getting_its_first_endpoint_deletes_conntrack_entries_made_before() {
+    let c = Nodes::start(NodesOptions::default());
+    let n2 = c.nodes[1].name.clone();
+    let node2 = c.nodes[1].ip;
+    // the external client sends to node 2's port 30999 from before the Service exists
+    let ext = c.external.clone();
+    let client = udp_client(&c, &ext, format!("{node2}:30999"), Duration::from_secs(90));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(ask(&client).is_err(), "something answers on {node2}:30999 before the test made it");
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: udp-np}\nspec:\n  type: NodePort\n  selector: {app: udp-np}\n  ports:\n  - {port: 9000, targetPort: 9000, nodePort: 30999, protocol: UDP}\n",
+    );
+    // no endpoints for a while: the Service rejects
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(ask(&client).is_err());
+    c.apply(&echo_pod("udp-np", &n2, "udp-np", "exec sleep 3600"));
+    let p = c.wait_pods_ready("app=udp-np", 1, Duration::from_secs(90)).remove(0);
+    udp_server_in(&c, &p, "np", Duration::from_secs(60));
+    eventually("the new endpoint answers the same client socket", Duration::from_secs(20), || match ask(&client) {
+        Ok(s) if s == "np" => Ok(()),
+        other => Err(format!("{other:?}\n{}", c.ruleset(1))),
+    });
+}
