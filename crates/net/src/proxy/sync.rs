@@ -370,6 +370,14 @@ impl Proxy {
             diff.add(old, new_f);
             new_selects.extend(new_f.selects.iter().filter(|s| !applied.selects.contains(s)).copied());
         }
+        if !new_selects.is_empty() {
+            // nft 1.0.6 refuses a new UDP rule that uses an endpoint map
+            // already in the kernel ("conflicting protocols specified: udp
+            // vs. tcp", from the map's stored `typeof`); inside a full
+            // transaction it accepts it. A new shared chain is rare (a new
+            // endpoint count): do a full sync then.
+            return self.full_sync(state);
+        }
         let cluster_cidr = applied.cluster_cidr;
         let selects: BTreeMap<String, Chain> = Ruleset {
             services: [(String::new(), Fragment { selects: new_selects.clone(), ..Default::default() })].into(),
