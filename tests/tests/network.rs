@@ -602,7 +602,6 @@ fn udp_conntrack_of_an_endpoint_removed_while_the_agent_was_down_is_deleted() {
 /// not keep the same client socket from reaching the new endpoint, as
 /// kube-proxy ensures by deleting the entries to the Service's addresses.
 #[test]
-#[ignore = "fails: node 2's table keeps the NodePort in no-endpoint-nodeports after the pod is Ready (the agent's sync of a first UDP NodePort endpoint does not land); under investigation"]
 fn udp_service_getting_its_first_endpoint_deletes_conntrack_entries_made_before() {
     let c = Nodes::start(NodesOptions::default());
     let n2 = c.nodes[1].name.clone();

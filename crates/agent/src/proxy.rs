@@ -192,6 +192,9 @@ fn host_ports(pods: &[Pod], node: &str) -> Vec<HostPort> {
 
 /// Watch and sync until `shutdown`. `proxy` is skiff-net's programmer
 /// (in this node's network namespace).
+/// How long after a failed sync the proxy tries again without a change.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 pub async fn run(
     client: kube::Client,
     config: ProxyConfig,
@@ -202,6 +205,7 @@ pub async fn run(
     let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let retry = tx.clone();
     let notify = move || {
         let _ = tx.try_send(());
     };
@@ -284,7 +288,16 @@ pub async fn run(
                 }
                 previous = Some(now);
             }
-            Err(e) => tracing::warn!(error = %e, "proxy sync failed; retrying on the next change"),
+            Err(e) => {
+                // the next sync is a full one; it comes with the next change
+                // or after a second, whichever is first
+                tracing::warn!(error = %e, "proxy sync failed; retrying");
+                let retry = retry.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    let _ = retry.try_send(());
+                });
+            }
         }
         health_checks.sync(crate::healthcheck::wanted(&services, &state)).await;
     }

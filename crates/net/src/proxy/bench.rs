@@ -27,9 +27,10 @@ pub struct ProxyFigures {
     pub incremental_p50: Duration,
     pub incremental_p99: Duration,
     pub incremental_samples: usize,
-    /// Of which running nft (p50): the rest is comparing the state and rendering.
+    /// Of which the kernel's side (p50): nft for new chains, if any, and the
+    /// element batch; the rest is comparing the state and rendering.
     pub incremental_apply_p50: Duration,
-    /// Of the full sync: running nft.
+    /// Of the full sync: nft (chains and rules) and the element batch.
     pub full_apply: Duration,
     /// A sync with nothing changed (comparing the state with the last one).
     pub unchanged: Duration,
@@ -45,7 +46,7 @@ impl std::fmt::Display for ProxyFigures {
         )?;
         writeln!(
             f,
-            "  full sync          {:>9.1} ms (render {:.1} ms, nft {:.1} ms, {} KiB for nft -f)",
+            "  full sync          {:>9.1} ms (render {:.1} ms, nft + element batch {:.1} ms, {} KiB for nft -f)",
             ms(self.full_sync),
             ms(self.full_render),
             ms(self.full_apply),
@@ -55,7 +56,7 @@ impl std::fmt::Display for ProxyFigures {
         writeln!(f, "  unchanged          {:>9.1} ms (comparing the state with the last one)", ms(self.unchanged))?;
         write!(
             f,
-            "  incremental (1 ep) {:>9.1} ms p50, {:.1} ms p99 over {} (nft p50 {:.1} ms)",
+            "  incremental (1 ep) {:>9.1} ms p50, {:.1} ms p99 over {} (element batch p50 {:.1} ms)",
             ms(self.incremental_p50),
             ms(self.incremental_p99),
             self.incremental_samples,

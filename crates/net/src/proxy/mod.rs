@@ -7,9 +7,12 @@
 //!
 //! - [`render`] turns a [`ProxyState`] into a [`Ruleset`]: pure, no I/O,
 //!   what the unit tests look at (as nft-like text, [`Ruleset::to_text`]).
-//! - [`Proxy`] applies rulesets: a full resync in one transaction (chains and
-//!   maps flushed and refilled inside it, so packets never see a half-built
-//!   table), and incremental syncs that touch only the services that changed.
+//! - [`Proxy`] applies rulesets: a full resync at start and periodically,
+//!   and incremental syncs that touch only the services that changed. Each
+//!   is up to three kernel transactions in an order that keeps the table
+//!   whole between them (new chains and rules through `nft`, then every
+//!   element change in one nf_tables netlink batch, then removals through
+//!   `nft`); an endpoint change is the element batch alone.
 //!
 //! Why the table looks the way it does (measured on nftables 1.0.6, kernel
 //! 6.18, 10,000 services × 10 endpoints):
@@ -27,11 +30,14 @@
 //! ClientIP session affinity get chains of their own (kube-proxy's per-endpoint
 //! chains and dynamic sets), since affinity needs per-endpoint state.
 //!
-//! Transactions go to `nft -f -` in nft's own syntax, not JSON: nft 1.0.6
-//! parses text faster, reads only the table's objects (not their elements)
-//! into its cache for it, and can declare the maps keyed on a `numgen` index
-//! (`typeof`), which its JSON cannot.
+//! Chains, rules and set declarations go to `nft -f -` in nft's own syntax
+//! (it reads only the table's objects, not their elements, into its cache,
+//! and can declare the maps keyed on a `numgen` index with `typeof`, which
+//! its JSON cannot). Elements, 130,000 of them at 10,000 Services, go
+//! straight to the kernel over netlink ([`nfnl`]): nft spends 7–10 µs
+//! parsing each, the kernel about 2.
 
+mod nfnl;
 mod nft;
 mod render;
 mod sync;
@@ -73,6 +79,15 @@ impl Protocol {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
             Protocol::Sctp => "sctp",
+        }
+    }
+
+    /// The IP protocol number (as in the IPv4 header's protocol field).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
         }
     }
 

@@ -18,11 +18,49 @@ pub(crate) const FAMILY: &str = "ip";
 /// The packet mark bit that asks `nat-postrouting` to masquerade (kube-proxy's).
 pub(crate) const MASQ_MARK: u64 = 0x4000;
 
-/// How the maps keyed on a `numgen` index are declared: nft has no type
-/// name for the index, so they are declared by `typeof` expressions.
-const CLUSTER_ENDPOINTS_TYPEOF: &str =
-    "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport";
-const NODEPORT_ENDPOINTS_TYPEOF: &str = "meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport";
+/// The netlink family number of table family `ip` (NFPROTO_IPV4).
+pub(crate) const FAMILY_NFPROTO: u8 = 2;
+
+/// The maps keyed on a `numgen` index are declared by `typeof` (nft has no
+/// type name for the index), one per protocol: nft 1.0.6 evaluates a map's
+/// stored `typeof` again in every later rule that uses it, and a data type
+/// written as `tcp dport` then conflicts with a UDP rule ("conflicting
+/// protocols specified"); `th dport` conflicts with every rule.
+fn endpoints_typeof(nodeport: bool, proto: Protocol) -> &'static str {
+    match (nodeport, proto) {
+        (false, Protocol::Tcp) => "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport",
+        (false, Protocol::Udp) => "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . udp dport",
+        (false, Protocol::Sctp) => "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . sctp dport",
+        (true, Protocol::Tcp) => "meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport",
+        (true, Protocol::Udp) => "meta l4proto . th dport . numgen random mod 1 : ip daddr . udp dport",
+        (true, Protocol::Sctp) => "meta l4proto . th dport . numgen random mod 1 : ip daddr . sctp dport",
+    }
+}
+
+/// The map of a ClusterIP's, external or load-balancer address's endpoints
+/// for `proto`, keyed on `address . protocol . port . index`.
+pub(crate) fn cluster_endpoints(proto: Protocol) -> &'static str {
+    match proto {
+        Protocol::Tcp => "cluster-endpoints-tcp",
+        Protocol::Udp => "cluster-endpoints-udp",
+        Protocol::Sctp => "cluster-endpoints-sctp",
+    }
+}
+
+/// The map of NodePort endpoints for `proto`, keyed on `protocol . port . index`.
+pub(crate) fn nodeport_endpoints(proto: Protocol) -> &'static str {
+    match proto {
+        Protocol::Tcp => "nodeport-endpoints-tcp",
+        Protocol::Udp => "nodeport-endpoints-udp",
+        Protocol::Sctp => "nodeport-endpoints-sctp",
+    }
+}
+
+pub(crate) const PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+
+/// Maps older Skiff versions used (one endpoint map for all protocols):
+/// removed by a full sync.
+pub(crate) const RETIRED_SETS: &[&str] = &["cluster-endpoints", "nodeport-endpoints"];
 
 // Names of the fixed objects.
 pub(crate) const SERVICE_IPS: &str = "service-ips";
@@ -31,8 +69,6 @@ pub(crate) const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 pub(crate) const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 pub(crate) const CLUSTER_IPS: &str = "cluster-ips";
 pub(crate) const HAIRPIN: &str = "hairpin";
-pub(crate) const CLUSTER_ENDPOINTS: &str = "cluster-endpoints";
-pub(crate) const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 const REJECT_CHAIN: &str = "reject-chain";
 
@@ -179,11 +215,11 @@ impl Select {
         let index = json!({"numgen": {"mode": "random", "mod": self.n, "offset": 0}});
         let (key, map) = match self.kind {
             SelectKind::NodePortExternal | SelectKind::NodePortLocal => {
-                (json!({"concat": [meta("l4proto"), payload("th", "dport"), index]}), NODEPORT_ENDPOINTS)
+                (json!({"concat": [meta("l4proto"), payload("th", "dport"), index]}), nodeport_endpoints(self.proto))
             }
             _ => (
                 json!({"concat": [payload("ip", "daddr"), meta("l4proto"), payload("th", "dport"), index]}),
-                CLUSTER_ENDPOINTS,
+                cluster_endpoints(self.proto),
             ),
         };
         rules.push(vec![
@@ -251,13 +287,6 @@ impl Ruleset {
         all
     }
 
-    /// The full sync as input for `nft -f -`: the table's every chain and
-    /// map flushed and refilled in one transaction.
-    pub fn to_nft(&self) -> String {
-        let parts: Vec<&Fragment> = std::iter::once(&self.global).chain(self.services.values()).collect();
-        super::sync::full_transaction(&parts, &self.select_chains(), &Default::default())
-    }
-
     /// The table in nft's own syntax, the way `nft list table ip skiff`
     /// shows it (in a stable order): for tests, logs and people.
     pub fn to_text(&self) -> String {
@@ -300,14 +329,16 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
         timeout: None,
         type_of: Some(type_of),
     };
-    f.sets.insert(
-        CLUSTER_ENDPOINTS.into(),
-        typed(json!(["ipv4_addr", "inet_proto", "inet_service", "integer"]), CLUSTER_ENDPOINTS_TYPEOF),
-    );
-    f.sets.insert(
-        NODEPORT_ENDPOINTS.into(),
-        typed(json!(["inet_proto", "inet_service", "integer"]), NODEPORT_ENDPOINTS_TYPEOF),
-    );
+    for proto in PROTOCOLS {
+        f.sets.insert(
+            cluster_endpoints(proto).into(),
+            typed(json!(["ipv4_addr", "inet_proto", "inet_service", "integer"]), endpoints_typeof(false, proto)),
+        );
+        f.sets.insert(
+            nodeport_endpoints(proto).into(),
+            typed(json!(["inet_proto", "inet_service", "integer"]), endpoints_typeof(true, proto)),
+        );
+    }
 
     let base = |kind, hook, prio, rules| Chain { base: Some(BaseHook { kind, hook, prio }), rules };
     let new_only = || matches("in", json!({"ct": {"key": "state"}}), json!("new"));
@@ -514,7 +545,7 @@ pub(crate) fn render_service(svc: &Service, cluster_cidr: Option<Ipv4Net>) -> Fr
             f.elem(SERVICE_IPS, svc_key(ip), Some(Data::Goto(select.chain())));
             for (i, ep) in eps.iter().enumerate() {
                 f.elem(
-                    CLUSTER_ENDPOINTS,
+                    cluster_endpoints(port.protocol),
                     Key::AddrProtoPortIndex(ip, proto, port.port, i as u32),
                     Some(Data::AddrPort(ep.ip, ep.port)),
                 );
@@ -538,7 +569,7 @@ pub(crate) fn render_service(svc: &Service, cluster_cidr: Option<Ipv4Net>) -> Fr
                 f.elem(SERVICE_NODEPORTS, np_key(np), Some(Data::Goto(select.chain())));
                 for (i, ep) in external_eps.iter().enumerate() {
                     f.elem(
-                        NODEPORT_ENDPOINTS,
+                        nodeport_endpoints(port.protocol),
                         Key::ProtoPortIndex(proto, np, i as u32),
                         Some(Data::AddrPort(ep.ip, ep.port)),
                     );

@@ -1,13 +1,23 @@
-//! Applying rulesets: full resyncs and incremental syncs, each one nftables
-//! transaction.
+//! Applying rulesets: full resyncs and incremental syncs.
+//!
+//! A sync is up to three kernel transactions, ordered so that the table is
+//! whole between any two of them:
+//! 1. `nft -f -` adds what the new state needs (sets, chains, their rules;
+//!    a chain whose rules change is flushed and refilled inside it);
+//! 2. one netlink batch ([`super::nfnl`]) changes the map and set elements,
+//!    the switch packets see, all at once;
+//! 3. `nft -f -` removes the chains and sets nothing points to any more.
+//!
+//! Most syncs (an endpoint coming or going) are step 2 alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::nfnl::{Batch, Conn};
 use super::render::{
     render, render_global, render_service, service_key, Chain, Data, Fragment, Key, Ruleset, Select, SetDecl,
-    DYNAMIC_CHAIN_PREFIXES, DYNAMIC_SET_PREFIX, FAMILY, TABLE,
+    DYNAMIC_CHAIN_PREFIXES, DYNAMIC_SET_PREFIX, FAMILY, RETIRED_SETS, TABLE,
 };
 use super::{nft, text};
 use super::{ProxyState, Service};
@@ -37,11 +47,6 @@ impl Tx {
         self.cmds.push(format!("add {kind} {FAMILY} {TABLE} {name} {}", text::set_spec(decl)));
     }
 
-    fn flush_set(&mut self, name: &str, decl: &SetDecl) {
-        let kind = if decl.is_map { "map" } else { "set" };
-        self.cmds.push(format!("flush {kind} {FAMILY} {TABLE} {name}"));
-    }
-
     fn delete_set(&mut self, name: &str) {
         self.cmds.push(format!("delete set {FAMILY} {TABLE} {name}"));
     }
@@ -67,23 +72,6 @@ impl Tx {
     fn add_rules(&mut self, name: &str, chain: &Chain) {
         for rule in &chain.rules {
             self.cmds.push(format!("add rule {FAMILY} {TABLE} {name} {}", text::rule(rule)));
-        }
-    }
-
-    /// One command per set with all its elements (`delete` takes keys only).
-    fn elements<'a>(&mut self, verb: &str, elems: impl Iterator<Item = (&'a str, &'a Key, &'a Option<Data>)>) {
-        let mut by_set: BTreeMap<&str, String> = BTreeMap::new();
-        for (set, key, data) in elems {
-            let out = by_set.entry(set).or_default();
-            out.push_str(if out.is_empty() { "{ " } else { ", " });
-            key.write_text(out);
-            if let (Some(d), false) = (data, verb == "delete") {
-                out.push_str(" : ");
-                d.write_text(out);
-            }
-        }
-        for (set, list) in by_set {
-            self.cmds.push(format!("{verb} element {FAMILY} {TABLE} {set} {list} }}"));
         }
     }
 
@@ -123,70 +111,125 @@ fn is_dynamic_chain(name: &str) -> bool {
     DYNAMIC_CHAIN_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// The full sync of `all`: every object added (a no-op where it exists),
-/// every chain and map flushed and refilled, and the proxy's chains and sets
-/// that `existing` has but `all` does not removed; one transaction, so
-/// packets see the old table until the new one is complete. ClientIP
-/// affinity sets that stay are not flushed (clients keep their endpoints).
-pub(crate) fn full_transaction(parts: &[&Fragment], selects: &BTreeMap<String, Chain>, existing: &Existing) -> String {
-    let full = full_tx(parts, selects, existing);
-    full.into_string()
+/// The kernel transactions of one sync, in order (see the module's doc).
+pub(crate) struct Plan {
+    pre: Tx,
+    elements: Batch,
+    post: Tx,
 }
 
-fn full_tx(parts: &[&Fragment], selects: &BTreeMap<String, Chain>, existing: &Existing) -> Tx {
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.pre.is_empty() && self.elements.is_empty() && self.post.is_empty()
+    }
+
+    /// nft commands plus element changes.
+    fn commands(&self) -> usize {
+        self.pre.len() + self.elements.elements() + self.post.len()
+    }
+
+    /// Apply the three steps; returns the bytes sent to nft. A failure
+    /// leaves the table whole (each step is a transaction, and a step never
+    /// needs one that did not happen).
+    fn apply(self, netns: Option<&std::path::Path>, conn: &mut Option<Conn>) -> Result<usize> {
+        let mut bytes = 0;
+        if !self.pre.is_empty() {
+            let text = self.pre.into_string();
+            bytes += text.len();
+            nft::apply(netns, &text)?;
+        }
+        if !self.elements.is_empty() {
+            let c = match conn.take() {
+                Some(c) => c,
+                None => Conn::open(netns)?,
+            };
+            self.elements.commit(&c)?;
+            // kept only after a clean exchange
+            *conn = Some(c);
+        }
+        if !self.post.is_empty() {
+            let text = self.post.into_string();
+            bytes += text.len();
+            nft::apply(netns, &text)?;
+        }
+        Ok(bytes)
+    }
+}
+
+/// The full sync of `parts`: every object added (a no-op where it exists),
+/// every chain flushed and refilled, then every map and set flushed and
+/// refilled in one element batch, then the proxy's chains and sets that
+/// `existing` has and the state does not removed. ClientIP affinity sets
+/// that stay are not flushed (clients keep their endpoints).
+pub(crate) fn full_plan(parts: &[&Fragment], selects: &BTreeMap<String, Chain>, existing: &Existing) -> Plan {
     let mut sets: BTreeMap<&str, &SetDecl> = BTreeMap::new();
     let mut chains: BTreeMap<&str, &Chain> = selects.iter().map(|(n, c)| (n.as_str(), c)).collect();
     for f in parts {
         sets.extend(f.sets.iter().map(|(n, d)| (n.as_str(), d)));
         chains.extend(f.chains.iter().map(|(n, c)| (n.as_str(), c)));
     }
-    let mut tx = Tx::default();
-    tx.add_table();
+    let mut pre = Tx::default();
+    let mut elements = Batch::new();
+    pre.add_table();
     for (&name, &decl) in &sets {
         if name.starts_with(DYNAMIC_SET_PREFIX) {
             // declared again it would be emptied of its clients: left alone
             if !existing.sets.contains(name) {
-                tx.add_set(name, decl);
+                pre.add_set(name, decl);
             }
             continue;
         }
-        tx.add_set(name, decl);
-        tx.flush_set(name, decl);
+        pre.add_set(name, decl);
+        elements.flush(name);
     }
     for (&name, &chain) in &chains {
-        tx.add_chain(name, chain);
-        tx.flush_chain(name);
+        pre.add_chain(name, chain);
+        pre.flush_chain(name);
     }
+    for (&name, &chain) in &chains {
+        pre.add_rules(name, chain);
+    }
+    // two Services claiming one address and port: the first one wins
+    let mut seen = HashSet::new();
+    let mut by_set: BTreeMap<&'static str, Vec<(&Key, &Option<Data>)>> = BTreeMap::new();
+    for ((set, key), data) in
+        parts.iter().flat_map(|f| f.elements.iter()).filter(|((set, key), _)| seen.insert((*set, *key)))
+    {
+        by_set.entry(set).or_default().push((key, data));
+    }
+    // grouped by set: a message of the batch holds elements of one set
+    for (set, elems) in by_set {
+        for (key, data) in elems {
+            elements.add(set, key, data.as_ref());
+        }
+    }
+    let mut post = Tx::default();
     let stale_chains: Vec<&String> = existing
         .chains
         .iter()
         .filter(|c| is_dynamic_chain(c) && !chains.contains_key(c.as_str()) && sayable(c))
         .collect();
     for c in &stale_chains {
-        tx.flush_chain(c);
+        post.flush_chain(c);
     }
     for c in &stale_chains {
-        tx.delete_chain(c);
+        post.delete_chain(c);
     }
-    for s in existing
-        .sets
-        .iter()
-        .filter(|s| s.starts_with(DYNAMIC_SET_PREFIX) && !sets.contains_key(s.as_str()) && sayable(s))
-    {
-        tx.delete_set(s);
+    for s in existing.sets.iter().filter(|s| {
+        let stale = s.starts_with(DYNAMIC_SET_PREFIX) && !sets.contains_key(s.as_str());
+        (stale || RETIRED_SETS.contains(&s.as_str())) && sayable(s)
+    }) {
+        post.delete_set(s);
     }
-    for (&name, &chain) in &chains {
-        tx.add_rules(name, chain);
-    }
-    // two Services claiming one address and port: the first one wins
-    let mut seen = HashSet::new();
-    let elems = parts
-        .iter()
-        .flat_map(|f| f.elements.iter())
-        .filter(|((set, key), _)| seen.insert((*set, *key)))
-        .map(|((set, key), data)| (*set, key, data));
-    tx.elements("add", elems);
-    tx
+    Plan { pre, elements, post }
+}
+
+/// The first and second step of a full sync into an empty table: nft's
+/// input, and the element batch line by line (for tests).
+#[cfg(test)]
+pub(crate) fn full_plan_text(parts: &[&Fragment], selects: &BTreeMap<String, Chain>) -> (String, Vec<String>) {
+    let plan = full_plan(parts, selects, &Existing::default());
+    (plan.pre.into_string(), plan.elements.log)
 }
 
 /// What one sync did.
@@ -203,13 +246,13 @@ pub struct SyncStats {
     pub kind: SyncKind,
     /// Services rendered again (all of them on a full sync).
     pub services_changed: usize,
-    /// nftables commands in the transaction.
+    /// nft commands and element changes.
     pub commands: usize,
-    /// Size of the transaction sent to nft.
+    /// What went to `nft -f -` (the elements go over netlink).
     pub bytes: usize,
-    /// Rendering and building the transaction.
+    /// Rendering and building the transactions.
     pub render: Duration,
-    /// Running `nft` (parsing, the kernel's commit).
+    /// Running `nft` and the element batch (the kernel's commits).
     pub apply: Duration,
 }
 
@@ -228,6 +271,8 @@ struct Applied {
 /// and calls it from its proxy loop.
 pub struct Proxy {
     netns: Option<PathBuf>,
+    /// The netlink socket element batches go out on (opened at the first).
+    conn: Option<Conn>,
     applied: Option<Applied>,
     /// Force a full resync after this long (a periodic resync repairs what
     /// someone else changed in the table).
@@ -238,7 +283,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for this process's network namespace (the node's).
     pub fn new() -> Proxy {
-        Proxy { netns: None, applied: None, full_every: Duration::from_secs(3600), last_full: None }
+        Proxy { netns: None, conn: None, applied: None, full_every: Duration::from_secs(3600), last_full: None }
     }
 
     /// A proxy that programs the network namespace pinned at `path` (tests,
@@ -292,15 +337,14 @@ impl Proxy {
         };
         let selects = ruleset.select_chains();
         let parts: Vec<&Fragment> = std::iter::once(&ruleset.global).chain(ruleset.services.values()).collect();
-        let tx = full_tx(&parts, &selects, &existing);
-        let commands = tx.len();
-        let payload = tx.into_string();
+        let plan = full_plan(&parts, &selects, &existing);
+        let commands = plan.commands();
         let render_time = started.elapsed();
         let t = Instant::now();
-        // a failed full sync leaves the kernel's table as it was, and ours
+        // a failed full sync leaves the kernel's table whole, and ours
         // unknown: the next sync is a full one again
         self.applied = None;
-        nft::apply(self.netns.as_deref(), &payload)?;
+        let bytes = plan.apply(self.netns.as_deref(), &mut self.conn)?;
         let apply = t.elapsed();
         let selects = ruleset.services.values().flat_map(|f| f.selects.iter().copied()).collect();
         let mut fragments = ruleset.services;
@@ -315,12 +359,12 @@ impl Proxy {
             .collect();
         self.applied = Some(Applied { cluster_cidr: state.cluster_cidr, global: ruleset.global, services, selects });
         self.last_full = Some(Instant::now());
-        tracing::debug!(commands, bytes = payload.len(), ?apply, "nftables: full sync");
+        tracing::debug!(commands, bytes, ?apply, "nftables: full sync");
         Ok(SyncStats {
             kind: SyncKind::Full,
             services_changed: state.services.len(),
             commands,
-            bytes: payload.len(),
+            bytes,
             render: render_time,
             apply,
         })
@@ -370,14 +414,6 @@ impl Proxy {
             diff.add(old, new_f);
             new_selects.extend(new_f.selects.iter().filter(|s| !applied.selects.contains(s)).copied());
         }
-        if !new_selects.is_empty() {
-            // nft 1.0.6 refuses a new UDP rule that uses an endpoint map
-            // already in the kernel ("conflicting protocols specified: udp
-            // vs. tcp", from the map's stored `typeof`); inside a full
-            // transaction it accepts it. A new shared chain is rare (a new
-            // endpoint count): do a full sync then.
-            return self.full_sync(state);
-        }
         let cluster_cidr = applied.cluster_cidr;
         let selects: BTreeMap<String, Chain> = Ruleset {
             services: [(String::new(), Fragment { selects: new_selects.clone(), ..Default::default() })].into(),
@@ -385,8 +421,8 @@ impl Proxy {
             ..Default::default()
         }
         .select_chains();
-        let tx = diff.transaction(&selects);
-        if tx.is_empty() {
+        let plan = diff.plan(&selects);
+        if plan.is_empty() {
             // the Services changed in ways that render the same
             for (key, new) in changed {
                 match new {
@@ -403,14 +439,16 @@ impl Proxy {
                 apply: Duration::ZERO,
             });
         }
-        let commands = tx.len();
-        let payload = tx.into_string();
+        let commands = plan.commands();
         let render_time = started.elapsed();
         let t = Instant::now();
-        if let Err(e) = nft::apply(self.netns.as_deref(), &payload) {
-            self.applied = None;
-            return Err(e);
-        }
+        let bytes = match plan.apply(self.netns.as_deref(), &mut self.conn) {
+            Ok(b) => b,
+            Err(e) => {
+                self.applied = None;
+                return Err(e);
+            }
+        };
         let apply = t.elapsed();
         let services_changed = changed.len();
         for (key, new) in changed {
@@ -421,14 +459,7 @@ impl Proxy {
         }
         applied.selects.extend(new_selects);
         tracing::debug!(services_changed, commands, ?apply, "nftables: incremental sync");
-        Ok(SyncStats {
-            kind: SyncKind::Incremental,
-            services_changed,
-            commands,
-            bytes: payload.len(),
-            render: render_time,
-            apply,
-        })
+        Ok(SyncStats { kind: SyncKind::Incremental, services_changed, commands, bytes, render: render_time, apply })
     }
 }
 
@@ -464,8 +495,8 @@ struct Diff<'a> {
     add_chains: Vec<(&'a str, &'a Chain)>,
     changed_chains: Vec<(&'a str, &'a Chain)>,
     del_chains: Vec<&'a str>,
-    del_elems: Vec<(&'a str, &'a Key, &'a Option<Data>)>,
-    add_elems: Vec<(&'a str, &'a Key, &'a Option<Data>)>,
+    del_elems: Vec<(&'static str, &'a Key, &'a Option<Data>)>,
+    add_elems: Vec<(&'static str, &'a Key, &'a Option<Data>)>,
 }
 
 impl<'a> Diff<'a> {
@@ -502,51 +533,49 @@ impl<'a> Diff<'a> {
         }
     }
 
-    fn transaction(&self, selects: &BTreeMap<String, Chain>) -> Tx {
-        let mut tx = Tx::default();
-        if self.add_sets.is_empty()
-            && self.del_sets.is_empty()
-            && self.add_chains.is_empty()
-            && self.changed_chains.is_empty()
-            && self.del_chains.is_empty()
-            && self.del_elems.is_empty()
-            && self.add_elems.is_empty()
-            && selects.is_empty()
-        {
-            return tx;
-        }
-        // sets whose declaration changed go away first (after what uses them)
+    fn plan(&self, selects: &BTreeMap<String, Chain>) -> Plan {
+        let (mut pre, mut elements, mut post) = (Tx::default(), Batch::new(), Tx::default());
+        // a set whose declaration changed (an affinity timeout) is declared
+        // again together with the chain that uses it
         let redeclared: BTreeSet<&str> =
             self.add_sets.iter().map(|(n, _)| *n).filter(|n| self.del_sets.contains(n)).collect();
-        for (name, chain) in selects.iter().map(|(n, c)| (n.as_str(), c)).chain(self.add_chains.iter().copied()) {
-            tx.add_chain(name, chain);
-        }
         for (name, _) in &self.changed_chains {
-            tx.flush_chain(name);
+            pre.flush_chain(name);
         }
-        for name in &self.del_chains {
-            tx.flush_chain(name);
-        }
-        tx.elements("delete", self.del_elems.iter().copied());
-        for name in &self.del_chains {
-            tx.delete_chain(name);
-        }
-        for name in &self.del_sets {
-            tx.delete_set(name);
+        for name in &redeclared {
+            pre.delete_set(name);
         }
         for (name, decl) in &self.add_sets {
-            if redeclared.contains(name) || !self.del_sets.contains(name) {
-                tx.add_set(name, decl);
-            }
+            pre.add_set(name, decl);
         }
-        for (name, chain) in selects.iter().map(|(n, c)| (n.as_str(), c)).chain(self.add_chains.iter().copied()) {
-            tx.add_rules(name, chain);
+        let new_chains = selects.iter().map(|(n, c)| (n.as_str(), c)).chain(self.add_chains.iter().copied());
+        for (name, chain) in new_chains.clone() {
+            pre.add_chain(name, chain);
         }
-        for (name, chain) in &self.changed_chains {
-            tx.add_rules(name, chain);
+        for (name, chain) in new_chains.chain(self.changed_chains.iter().copied()) {
+            pre.add_rules(name, chain);
         }
-        tx.elements("add", self.add_elems.iter().copied());
-        tx
+        // grouped by set: a message of the batch holds elements of one set
+        let mut del_elems = self.del_elems.clone();
+        del_elems.sort_by_key(|(set, _, _)| *set);
+        for (set, key, _) in &del_elems {
+            elements.delete(set, key);
+        }
+        let mut add_elems = self.add_elems.clone();
+        add_elems.sort_by_key(|(set, _, _)| *set);
+        for (set, key, data) in &add_elems {
+            elements.add(set, key, data.as_ref());
+        }
+        for name in &self.del_chains {
+            post.flush_chain(name);
+        }
+        for name in &self.del_chains {
+            post.delete_chain(name);
+        }
+        for name in self.del_sets.iter().filter(|n| !redeclared.contains(*n)) {
+            post.delete_set(name);
+        }
+        Plan { pre, elements, post }
     }
 }
 
@@ -581,10 +610,14 @@ mod tests {
         let new = render_service(&web(&["10.244.0.2", "10.244.0.4"]), cidr);
         let mut diff = Diff::default();
         diff.add(&old, &new);
+        let plan = diff.plan(&BTreeMap::new());
+        assert!(plan.pre.is_empty() && plan.post.is_empty(), "no nft run for an endpoint change");
         assert_eq!(
-            diff.transaction(&BTreeMap::new()).into_string(),
-            "delete element ip skiff cluster-endpoints { 10.96.0.20 . tcp . 80 . 1 }\n\
-             add element ip skiff cluster-endpoints { 10.96.0.20 . tcp . 80 . 1 : 10.244.0.4 . 8080 }\n"
+            plan.elements.log,
+            [
+                "delete cluster-endpoints-tcp 10.96.0.20 . tcp . 80 . 1",
+                "add cluster-endpoints-tcp 10.96.0.20 . tcp . 80 . 1 : 10.244.0.4 . 8080"
+            ]
         );
     }
 
@@ -598,9 +631,11 @@ mod tests {
         let selects =
             Ruleset { services: [(String::new(), new.clone())].into(), cluster_cidr: cidr, ..Default::default() }
                 .select_chains();
-        let tx = diff.transaction(&selects).into_string();
+        let plan = diff.plan(&selects);
         // verb, kind, and the name after "ip skiff"
-        let verbs: Vec<String> = tx
+        let verbs: Vec<String> = plan
+            .pre
+            .into_string()
             .lines()
             .map(|l| {
                 l.split(' ')
@@ -612,17 +647,11 @@ mod tests {
                     .join(" ")
             })
             .collect();
-        assert_eq!(
-            verbs,
-            [
-                "add chain cluster-1-tcp",
-                "delete element cluster-endpoints",
-                "delete element service-ips",
-                "add rule cluster-1-tcp",
-                "add rule cluster-1-tcp",
-                "add element service-ips",
-            ]
-        );
+        assert_eq!(verbs, ["add chain cluster-1-tcp", "add rule cluster-1-tcp", "add rule cluster-1-tcp"]);
+        let changes: Vec<&str> = plan.elements.log.iter().map(|l| l.split(' ').take(2).last().unwrap()).collect();
+        assert_eq!(changes, ["cluster-endpoints-tcp", "service-ips", "service-ips"]);
+        assert!(plan.elements.log[2].starts_with("add service-ips"), "{:?}", plan.elements.log);
+        assert!(plan.post.is_empty());
     }
 
     #[test]
@@ -632,11 +661,15 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            sets: ["affinity-gone/x/tcp/80/10.0.0.1/80".to_string()].into(),
+            sets: ["affinity-gone/x/tcp/80/10.0.0.1/80".to_string(), "cluster-endpoints".to_string()].into(),
         };
         let ruleset = render(&ProxyState::default());
-        let tx = full_transaction(&[&ruleset.global], &BTreeMap::new(), &existing);
+        let plan = full_plan(&[&ruleset.global], &BTreeMap::new(), &existing);
+        let pre = plan.pre.into_string();
+        assert!(!pre.contains("delete "), "nothing is removed before the elements switch: {pre}");
+        let tx = plan.post.into_string();
         let lines: Vec<&str> = tx.lines().collect();
+        assert!(lines.contains(&"delete set ip skiff cluster-endpoints"), "the retired map goes: {tx}");
         assert!(lines.contains(&"delete chain ip skiff cluster-7-udp"), "{tx}");
         assert!(lines.contains(&"delete chain ip skiff svc-gone/x/tcp/80"));
         assert!(lines.contains(&"delete set ip skiff affinity-gone/x/tcp/80/10.0.0.1/80"));

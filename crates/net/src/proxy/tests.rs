@@ -62,7 +62,13 @@ fn text(services: Vec<Service>) -> String {
 #[test]
 fn the_table_without_services() {
     let expected = r#"table ip skiff {
-	map cluster-endpoints {
+	map cluster-endpoints-sctp {
+		type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service
+	}
+	map cluster-endpoints-tcp {
+		type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service
+	}
+	map cluster-endpoints-udp {
 		type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service
 	}
 	set cluster-ips {
@@ -79,7 +85,13 @@ fn the_table_without_services() {
 	map no-endpoint-services {
 		type ipv4_addr . inet_proto . inet_service : verdict
 	}
-	map nodeport-endpoints {
+	map nodeport-endpoints-sctp {
+		type inet_proto . inet_service . integer : ipv4_addr . inet_service
+	}
+	map nodeport-endpoints-tcp {
+		type inet_proto . inet_service . integer : ipv4_addr . inet_service
+	}
+	map nodeport-endpoints-udp {
 		type inet_proto . inet_service . integer : ipv4_addr . inet_service
 	}
 	map service-ips {
@@ -152,8 +164,8 @@ fn a_cluster_ip_dispatches_to_a_shared_chain_and_picks_from_the_endpoint_map() {
          }"
     );
     assert_eq!(
-        block(&t, "map cluster-endpoints {"),
-        "map cluster-endpoints {\n\
+        block(&t, "map cluster-endpoints-tcp {"),
+        "map cluster-endpoints-tcp {\n\
          type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service\n\
          elements = { 10.96.0.20 . tcp . 80 . 0 : 10.244.0.2 . 8080,\n\
          10.96.0.20 . tcp . 80 . 1 : 10.244.1.3 . 8080 }\n\
@@ -163,7 +175,7 @@ fn a_cluster_ip_dispatches_to_a_shared_chain_and_picks_from_the_endpoint_map() {
         block(&t, "chain cluster-2-tcp {"),
         "chain cluster-2-tcp {\n\
          ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n\
-         meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @cluster-endpoints\n\
+         meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @cluster-endpoints-tcp\n\
          }"
     );
     assert!(t.contains("elements = { 10.96.0.20 }"), "the ClusterIP is known for rejecting unused ports\n{t}");
@@ -223,7 +235,7 @@ fn node_ports_masquerade_unless_the_external_policy_is_local() {
         block(&t, "chain np-external-2-tcp {"),
         "chain np-external-2-tcp {\n\
          jump mark-for-masquerade\n\
-         meta l4proto tcp dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints\n\
+         meta l4proto tcp dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints-tcp\n\
          }"
     );
     let mut local = cluster;
@@ -233,7 +245,7 @@ fn node_ports_masquerade_unless_the_external_policy_is_local() {
     assert_eq!(
         block(&t, "chain np-local-1-tcp {"),
         "chain np-local-1-tcp {\n\
-         meta l4proto tcp dnat ip to meta l4proto . th dport . numgen random mod 1 map @nodeport-endpoints\n\
+         meta l4proto tcp dnat ip to meta l4proto . th dport . numgen random mod 1 map @nodeport-endpoints-tcp\n\
          }"
     );
     assert!(t.contains("elements = { tcp . 30080 . 0 : 10.244.0.2 . 8080 }"), "{t}");
@@ -254,7 +266,7 @@ fn load_balancer_and_external_addresses_dispatch_like_the_cluster_ip() {
         block(&t, "chain external-2-tcp {"),
         "chain external-2-tcp {\n\
          jump mark-for-masquerade\n\
-         meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @cluster-endpoints\n\
+         meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @cluster-endpoints-tcp\n\
          }"
     );
 }
@@ -322,20 +334,24 @@ fn host_ports_dnat_on_the_node_addresses_or_the_host_ip() {
 }
 
 #[test]
-fn the_full_sync_is_one_transaction_that_refills_the_table() {
-    let tx = render(&state(vec![web()])).to_nft();
-    let lines: Vec<&str> = tx.lines().collect();
+fn the_full_sync_declares_then_refills_every_map_in_one_element_batch() {
+    let ruleset = render(&state(vec![web()]));
+    let parts: Vec<&super::render::Fragment> =
+        std::iter::once(&ruleset.global).chain(ruleset.services.values()).collect();
+    let (pre, log) = super::sync::full_plan_text(&parts, &ruleset.select_chains());
+    let lines: Vec<&str> = pre.lines().collect();
     assert_eq!(lines[0], "add table ip skiff");
-    // every map is flushed before it is filled, within the same transaction
-    let pos = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix));
-    let fill = pos("add element ip skiff service-ips ").expect("service-ips is filled");
-    assert!(pos("flush map ip skiff service-ips").expect("service-ips is flushed") < fill);
-    // the endpoint map is keyed on a numgen index, declared by typeof
+    // the endpoint maps are keyed on a numgen index, declared by typeof, one per protocol
     assert!(lines.contains(
-        &"add map ip skiff cluster-endpoints { typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport ; }"
-    ));
+        &"add map ip skiff cluster-endpoints-udp { typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . udp dport ; }"
+    ), "{pre}");
+    assert!(!pre.contains("element"), "elements go over netlink: {pre}");
+    // every map is flushed before it is filled, within the same batch
+    let pos = |prefix: &str| log.iter().position(|l| l.starts_with(prefix));
+    let fill = pos("add service-ips ").expect("service-ips is filled");
+    assert!(pos("flush service-ips").expect("service-ips is flushed") < fill);
     assert!(
-        tx.contains("add element ip skiff cluster-endpoints { 10.96.0.20 . tcp . 80 . 0 : 10.244.0.2 . 8080, "),
-        "{tx}"
+        log.contains(&"add cluster-endpoints-tcp 10.96.0.20 . tcp . 80 . 0 : 10.244.0.2 . 8080".to_string()),
+        "{log:?}"
     );
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::render::{
-    Data, Fragment, Key, CLUSTER_ENDPOINTS, NODEPORT_ENDPOINTS, SERVICE_IPS, SERVICE_NODEPORTS, TABLE,
+    cluster_endpoints, nodeport_endpoints, Data, Fragment, Key, SERVICE_IPS, SERVICE_NODEPORTS, TABLE,
 };
 use super::Protocol;
 use crate::{netns, Error, Result};
@@ -47,9 +47,11 @@ impl UdpState {
     }
 
     fn add_element(&mut self, set: &str, key: &Key, data: Option<&Data>) {
+        let endpoint_map = set == cluster_endpoints(Protocol::Udp) || set == nodeport_endpoints(Protocol::Udp);
         match (set, key, data) {
-            (CLUSTER_ENDPOINTS, Key::AddrProtoPortIndex(_, Protocol::Udp, _, _), Some(Data::AddrPort(ip, port)))
-            | (NODEPORT_ENDPOINTS, Key::ProtoPortIndex(Protocol::Udp, _, _), Some(Data::AddrPort(ip, port))) => {
+            (_, Key::AddrProtoPortIndex(..) | Key::ProtoPortIndex(..), Some(Data::AddrPort(ip, port)))
+                if endpoint_map =>
+            {
                 self.endpoints.insert((*ip, *port));
             }
             (SERVICE_IPS, Key::AddrProtoPort(ip, Protocol::Udp, port), _) => {
@@ -79,7 +81,9 @@ impl UdpState {
     pub fn programmed(netns_path: Option<&Path>) -> Result<UdpState> {
         let read = || -> Result<UdpState> {
             let mut state = UdpState::default();
-            for set in [SERVICE_IPS, SERVICE_NODEPORTS, CLUSTER_ENDPOINTS, NODEPORT_ENDPOINTS] {
+            for set in
+                [SERVICE_IPS, SERVICE_NODEPORTS, cluster_endpoints(Protocol::Udp), nodeport_endpoints(Protocol::Udp)]
+            {
                 let out = Command::new("nft")
                     .args(["list", "map", "ip", TABLE, set])
                     .output()
@@ -115,8 +119,9 @@ impl UdpState {
             let (ip, port) = d?.split_once(" . ")?;
             Some((ip.trim().parse().ok()?, port.trim().parse().ok()?))
         };
+        let endpoint_map = set == cluster_endpoints(Protocol::Udp) || set == nodeport_endpoints(Protocol::Udp);
         match (set, k.as_slice()) {
-            (CLUSTER_ENDPOINTS, [_, "udp", _, _]) | (NODEPORT_ENDPOINTS, ["udp", _, _]) => {
+            (_, [_, "udp", _, _] | ["udp", _, _]) if endpoint_map => {
                 if let Some(e) = addr_port(data) {
                     self.endpoints.insert(e);
                 }
@@ -158,10 +163,11 @@ mod tests {
     #[test]
     fn a_listing_is_read_back_into_udp_endpoints_and_active_destinations() {
         let mut s = UdpState::default();
-        let listing = "table ip skiff {\n\tmap cluster-endpoints {\n\t\ttypeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport\n\t\telements = { 10.96.0.10 . udp . 53 . 0 : 10.244.0.3 . 53,\n\t\t\t     10.96.0.1 . tcp . 443 . 0 : 198.18.0.1 . 6443 }\n\t}\n}\n";
+        let listing = "table ip skiff {\n\tmap cluster-endpoints-udp {\n\t\ttypeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . udp dport\n\t\telements = { 10.96.0.10 . udp . 53 . 0 : 10.244.0.3 . 53,\n\t\t\t     10.96.0.11 . udp . 53 . 0 : 10.244.0.3 . 53 }\n\t}\n}\n";
         for (k, d) in parse_elements(listing) {
-            s.add_listed(CLUSTER_ENDPOINTS, &k, d.as_deref());
+            s.add_listed(cluster_endpoints(Protocol::Udp), &k, d.as_deref());
         }
+        s.add_listed(cluster_endpoints(Protocol::Tcp), "10.96.0.1 . tcp . 443 . 0", Some("198.18.0.1 . 6443"));
         let listing = "table ip skiff {\n\tmap service-ips {\n\t\ttype ipv4_addr . inet_proto . inet_service : verdict\n\t\telements = { 10.96.0.10 . udp . 53 : goto cluster-1-udp, 10.96.0.1 . tcp . 443 : goto cluster-1-tcp }\n\t}\n}\n";
         for (k, d) in parse_elements(listing) {
             s.add_listed(SERVICE_IPS, &k, d.as_deref());
