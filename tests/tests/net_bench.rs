@@ -332,7 +332,7 @@ fn bench_proxy_sync_time() {
 /// EndpointSlice of one endpoint, and `extra` other such Services beside it.
 /// Each sample replaces the endpoint's address with a PATCH and times from
 /// sending the PATCH until `nft get element` in the node's namespace shows
-/// the new address under the Service's key in `cluster-endpoints` (polled
+/// the new address under the Service's key in `cluster-endpoints-tcp` (polled
 /// back to back; one poll, a few ms, is the resolution). Target p99 ≤ 100 ms.
 #[test]
 #[ignore = "benchmark: run with --ignored as root"]
@@ -409,7 +409,7 @@ async fn change_to_kernel(access: skiff_tests::Access, extra: usize, samples: us
     slices.create(&PostParams::default(), &slice("bench-target", "10.250.0.1")).await.unwrap();
     let seen = |addr: &str| -> bool {
         let out = Command::new("nft")
-            .args(["get", "element", "ip", "skiff", "cluster-endpoints", &format!("{{ {vip} . tcp . 80 . 0 }}")])
+            .args(["get", "element", "ip", "skiff", "cluster-endpoints-tcp", &format!("{{ {vip} . tcp . 80 . 0 }}")])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).contains(&format!(": {addr} . 8080"))

@@ -337,7 +337,7 @@ fn put_str(buf: &mut Vec<u8>, kind: u16, s: &str) {
 }
 
 fn pad(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
@@ -424,7 +424,7 @@ mod tests {
         for i in 0..5000u32 {
             b.add("cluster-ips", &Key::Addr(std::net::Ipv4Addr::from(0x0a60_0000 + i)), None);
         }
-        let (buf, messages) = b.finished();
+        let (buf, messages, _) = b.finished();
         // each element: list elem (4) + key nest (4) + value (8) = 16 bytes
         assert!(messages >= 3, "{messages}");
         // walk the messages: lengths add up, every attribute list below 64 KiB
