@@ -185,7 +185,7 @@ fn bench_cluster_ip_connection_rate_and_latency() {
         let mut state = synthetic_state(services, 10);
         // the first Service's one endpoint is the listening pod
         state.services[0].ports[0].endpoints =
-            vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2), port: 8080, local: true }];
+            vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2).into(), port: 8080, local: true }];
         proxy.invalidate();
         proxy.sync(&state).unwrap();
         let got = connects(&node, vip, count, limit);
@@ -209,7 +209,7 @@ fn bench_cluster_ip_connection_rate_and_latency() {
             let state = {
                 let mut st = synthetic_state(services, 10);
                 st.services[0].ports[0].endpoints =
-                    vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2), port: 8080, local: true }];
+                    vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2).into(), port: 8080, local: true }];
                 st
             };
             let t = Instant::now();
@@ -247,7 +247,8 @@ fn bench_cluster_ip_connection_rate_and_latency() {
     }
     // now the first Service leads to the pod's iperf3 server
     let mut state = last.unwrap();
-    state.services[0].ports[0].endpoints = vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2), port: 5201, local: true }];
+    state.services[0].ports[0].endpoints =
+        vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2).into(), port: 5201, local: true }];
     proxy.sync(&state).unwrap();
     let mut server = Command::new("ip")
         .args(["netns", "exec", &pod, "iperf3", "-s", "-p", "5201"])
@@ -270,7 +271,8 @@ fn bench_cluster_ip_connection_rate_and_latency() {
     let via_vip = std::panic::catch_unwind(|| gbps("10.96.0.1", "80"));
     // a second Service (10.96.0.2, one of the 10,000) led to the same server,
     // incrementally: it must carry iperf3 as well
-    state.services[1].ports[0].endpoints = vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2), port: 5201, local: true }];
+    state.services[1].ports[0].endpoints =
+        vec![Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2).into(), port: 5201, local: true }];
     let second_sync = proxy.sync(&state).unwrap();
     let second = std::panic::catch_unwind(|| gbps("10.96.0.2", "80"));
     println!(

@@ -39,9 +39,10 @@ pub fn response(h: &Health) -> (StatusCode, String) {
 }
 
 /// The health check ports this node should answer, from the Services and the
-/// proxy state built from them (local endpoints counted over the Service's
-/// ports, each endpoint once, as kube-proxy does).
-pub fn wanted(services: &[Service], state: &ProxyState) -> BTreeMap<u16, Health> {
+/// proxy states built from them, one per family (local endpoints counted over
+/// the Service's ports, each endpoint once, as kube-proxy does; from the first
+/// family in which the Service has endpoints, so that a dual-stack pod counts once).
+pub fn wanted(services: &[Service], states: &[ProxyState]) -> BTreeMap<u16, Health> {
     let mut out = BTreeMap::new();
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
@@ -52,15 +53,17 @@ pub fn wanted(services: &[Service], state: &ProxyState) -> BTreeMap<u16, Health>
             continue;
         };
         let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
-        let mut local: Vec<Ipv4Addr> = state
-            .services
-            .iter()
-            .filter(|s| s.namespace == namespace && s.name == name)
-            .flat_map(|s| s.ports.iter())
-            .flat_map(|p| p.endpoints.iter())
-            .filter(|e| e.local)
-            .map(|e| e.ip)
-            .collect();
+        let endpoints = |state: &ProxyState| -> Vec<skiff_net::proxy::Endpoint> {
+            state
+                .services
+                .iter()
+                .filter(|s| s.namespace == namespace && s.name == name)
+                .flat_map(|s| s.ports.iter())
+                .flat_map(|p| p.endpoints.iter().copied())
+                .collect()
+        };
+        let all = states.iter().map(endpoints).find(|e| !e.is_empty()).unwrap_or_default();
+        let mut local: Vec<std::net::IpAddr> = all.iter().filter(|e| e.local).map(|e| e.ip).collect();
         local.sort();
         local.dedup();
         out.insert(port, Health { namespace, name, local_endpoints: local.len() });
@@ -170,9 +173,10 @@ mod tests {
         let endpoints = local
             .iter()
             .enumerate()
-            .map(|(i, l)| Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2 + i as u8), port: 80, local: *l })
+            .map(|(i, l)| Endpoint { ip: Ipv4Addr::new(10, 244, 0, 2 + i as u8).into(), port: 80, local: *l })
             .collect();
         ProxyState {
+            family: proxy::Family::V4,
             cluster_cidr: None,
             pod_cidr: None,
             host_ports: vec![],
@@ -198,10 +202,10 @@ mod tests {
 
     #[test]
     fn counts_local_endpoints_of_local_load_balancers_only() {
-        let w = wanted(&[svc("Local", Some(31000))], &state(&[true, false, true]));
+        let w = wanted(&[svc("Local", Some(31000))], &[state(&[true, false, true])]);
         assert_eq!(w.get(&31000).map(|h| h.local_endpoints), Some(2));
-        assert!(wanted(&[svc("Cluster", Some(31000))], &state(&[true])).is_empty());
-        assert!(wanted(&[svc("Local", None)], &state(&[true])).is_empty());
+        assert!(wanted(&[svc("Cluster", Some(31000))], &[state(&[true])]).is_empty());
+        assert!(wanted(&[svc("Local", None)], &[state(&[true])]).is_empty());
     }
 
     #[test]

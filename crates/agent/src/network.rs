@@ -47,6 +47,9 @@ impl std::str::FromStr for Backend {
 pub struct NetworkOptions {
     /// The cluster's IPv4 pod range (`--cluster-cidr`); the node's podCIDR is inside it.
     pub cluster_cidr: Ipv4Net,
+    /// The cluster's IPv6 pod range on a dual-stack cluster: Services' IPv6
+    /// addresses are programmed into table `ip6 skiff`.
+    pub cluster_cidr_v6: Option<ipnet::Ipv6Net>,
     pub backend: Backend,
     /// Program Services into nftables (kube-proxy's job); off with `--disable-kube-proxy`.
     pub proxy: bool,
@@ -65,6 +68,7 @@ impl NetworkOptions {
         };
         Ok(NetworkOptions {
             cluster_cidr,
+            cluster_cidr_v6: cluster.v6(),
             backend: Backend::HostGw,
             proxy: true,
             proxy_debounce: Duration::from_millis(50),
@@ -178,16 +182,29 @@ pub async fn start(
     tokio::spawn(keep_routes(client.clone(), cfg.node_name.clone(), bridge.clone(), opts.backend, shutdown.clone()));
     tokio::spawn(collect_leaks(client.clone(), cfg.node_name.clone(), bridge.clone(), shutdown.clone()));
     if opts.proxy {
+        let ipv6 = match opts.cluster_cidr_v6 {
+            Some(cluster) => Some((cluster, pod_cidr_v6(client, &cfg.node_name).await)),
+            None => None,
+        };
         let proxy_cfg = crate::proxy::ProxyConfig {
             node_name: cfg.node_name.clone(),
             cluster_cidr: Some(opts.cluster_cidr),
             pod_cidr: Some(pod_cidr),
+            ipv6,
             debounce: opts.proxy_debounce,
         };
-        tokio::spawn(crate::proxy::run(client.clone(), proxy_cfg, skiff_net::proxy::Proxy::new(), shutdown.clone()));
+        let proxies = proxy_cfg.families().into_iter().map(|f| skiff_net::proxy::Proxy::new().with_family(f)).collect();
+        tokio::spawn(crate::proxy::run(client.clone(), proxy_cfg, proxies, shutdown.clone()));
     }
     crate::addons::start(client, cfg, &opts.addons, gateway(&bridge), shutdown);
     Ok(bridge)
+}
+
+/// The node's IPv6 podCIDR (node.spec.podCIDRs holds one per family; the
+/// server sets them together with podCIDR).
+async fn pod_cidr_v6(client: &kube::Client, node: &str) -> Option<ipnet::Ipv6Net> {
+    let n = Api::<Node>::all(client.clone()).get(node).await.ok()?;
+    n.spec?.pod_cidrs?.iter().find_map(|c| c.parse().ok())
 }
 
 /// Write this node's VTEP MAC into its Node's annotations (retried until it sticks or the agent stops).

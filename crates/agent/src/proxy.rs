@@ -1,23 +1,25 @@
 //! The agent's service proxy loop: watch Services, EndpointSlices and this
-//! node's pods, turn them into skiff-net's proxy model, and let skiff-net
-//! program it into nftables (one transaction per sync).
+//! node's pods, turn them into skiff-net's proxy model, one per address
+//! family the node has (IPv4, and IPv6 on dual-stack nodes, each into its own
+//! table as kube-proxy runs a proxier per family), and let skiff-net program
+//! them into nftables.
 //!
 //! The conversion (`proxy_state`) is a pure function; the loop only watches,
 //! rate-limits (at most one sync per `debounce`, the first change after a
 //! quiet spell at once) and calls `Proxy::sync` on a blocking thread.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::ResourceExt;
-use skiff_net::proxy::{self, Endpoint, HostPort, Protocol, ProxyState, ServicePort};
+use skiff_net::proxy::{self, Endpoint, Family, HostPort, Protocol, ProxyState, ServicePort};
 
 /// What the loop needs to know about its node.
 #[derive(Debug, Clone)]
@@ -25,19 +27,48 @@ pub struct ProxyConfig {
     pub node_name: String,
     pub cluster_cidr: Option<Ipv4Net>,
     pub pod_cidr: Option<Ipv4Net>,
+    /// On dual-stack nodes: the cluster's IPv6 pod range and this node's
+    /// IPv6 podCIDR; Services' IPv6 addresses then go into table `ip6 skiff`.
+    pub ipv6: Option<(Ipv6Net, Option<Ipv6Net>)>,
     /// The shortest time between two syncs (changes meanwhile are gathered into one).
     pub debounce: Duration,
 }
 
-fn ipv4(s: &str) -> Option<Ipv4Addr> {
-    s.parse().ok()
+impl ProxyConfig {
+    /// The families this node's proxy programs.
+    pub fn families(&self) -> Vec<Family> {
+        let mut out = vec![Family::V4];
+        if self.ipv6.is_some() {
+            out.push(Family::V6);
+        }
+        out
+    }
 }
 
-/// The ready endpoints of one service port, from the Service's slices.
-fn endpoints_for(port_name: &str, protocol: Protocol, slices: &[&EndpointSlice], node: &str) -> Vec<Endpoint> {
+/// `s` as an address of `family`.
+fn addr_of(family: Family, s: &str) -> Option<IpAddr> {
+    s.parse::<IpAddr>().ok().filter(|ip| Family::of(*ip) == family)
+}
+
+/// Kubernetes' name of a family (an EndpointSlice's addressType).
+fn address_type(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
+}
+
+/// The ready endpoints of one service port, from the Service's slices of `family`.
+fn endpoints_for(
+    family: Family,
+    port_name: &str,
+    protocol: Protocol,
+    slices: &[&EndpointSlice],
+    node: &str,
+) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for slice in slices {
-        if slice.address_type != "IPv4" {
+        if slice.address_type != address_type(family) {
             continue;
         }
         let Some(port) = slice.ports.iter().flatten().find(|p| {
@@ -53,7 +84,7 @@ fn endpoints_for(port_name: &str, protocol: Protocol, slices: &[&EndpointSlice],
             if !ready {
                 continue;
             }
-            let Some(ip) = ep.addresses.first().and_then(|a| ipv4(a)) else { continue };
+            let Some(ip) = ep.addresses.first().and_then(|a| addr_of(family, a)) else { continue };
             let local = ep.node_name.as_deref() == Some(node);
             out.push(Endpoint { ip, port: number, local });
         }
@@ -63,19 +94,31 @@ fn endpoints_for(port_name: &str, protocol: Protocol, slices: &[&EndpointSlice],
     out
 }
 
-/// The proxy model for this node.
-pub fn proxy_state(services: &[Service], slices: &[EndpointSlice], pods: &[Pod], config: &ProxyConfig) -> ProxyState {
+/// The proxy model for this node and `family`.
+pub fn proxy_state(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    pods: &[Pod],
+    config: &ProxyConfig,
+    family: Family,
+) -> ProxyState {
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in slices {
         if let Some(svc) = s.labels().get("kubernetes.io/service-name") {
             by_service.entry((s.namespace().unwrap_or_default(), svc.clone())).or_default().push(s);
         }
     }
+    let (cluster_cidr, pod_cidr) = match (family, config.ipv6) {
+        (Family::V4, _) => (config.cluster_cidr.map(IpNet::V4), config.pod_cidr.map(IpNet::V4)),
+        (Family::V6, Some((cluster, pod))) => (Some(IpNet::V6(cluster)), pod.map(IpNet::V6)),
+        (Family::V6, None) => (None, None),
+    };
     let mut out = ProxyState {
-        cluster_cidr: config.cluster_cidr,
-        pod_cidr: config.pod_cidr,
+        family,
+        cluster_cidr,
+        pod_cidr,
         services: Vec::new(),
-        host_ports: host_ports(pods, &config.node_name),
+        host_ports: host_ports(pods, &config.node_name, family),
     };
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
@@ -85,7 +128,8 @@ pub fn proxy_state(services: &[Service], slices: &[EndpointSlice], pods: &[Pod],
         let ns = svc.namespace().unwrap_or_default();
         let name = svc.name_any();
         let slices = by_service.get(&(ns.clone(), name.clone())).cloned().unwrap_or_default();
-        let cluster_ip = spec.cluster_ip.as_deref().and_then(ipv4);
+        // clusterIPs holds one address per family (clusterIP is its first)
+        let cluster_ip = spec.cluster_ips.iter().flatten().chain(&spec.cluster_ip).find_map(|ip| addr_of(family, ip));
         let affinity = spec.session_affinity.as_deref() == Some("ClientIP");
         let timeout = spec
             .session_affinity_config
@@ -102,7 +146,7 @@ pub fn proxy_state(services: &[Service], slices: &[EndpointSlice], pods: &[Pod],
                 let protocol = Protocol::from_k8s(p.protocol.as_deref().unwrap_or("TCP"))?;
                 let name = p.name.clone().unwrap_or_default();
                 Some(ServicePort {
-                    endpoints: endpoints_for(&name, protocol, &slices, &config.node_name),
+                    endpoints: endpoints_for(family, &name, protocol, &slices, &config.node_name),
                     name,
                     protocol,
                     port: u16::try_from(p.port).ok()?,
@@ -114,7 +158,7 @@ pub fn proxy_state(services: &[Service], slices: &[EndpointSlice], pods: &[Pod],
             namespace: ns,
             name,
             cluster_ip,
-            external_ips: spec.external_ips.iter().flatten().filter_map(|s| ipv4(s)).collect(),
+            external_ips: spec.external_ips.iter().flatten().filter_map(|s| addr_of(family, s)).collect(),
             load_balancer_ips: svc
                 .status
                 .as_ref()
@@ -122,7 +166,7 @@ pub fn proxy_state(services: &[Service], slices: &[EndpointSlice], pods: &[Pod],
                 .and_then(|lb| lb.ingress.as_ref())
                 .into_iter()
                 .flatten()
-                .filter_map(|i| i.ip.as_deref().and_then(ipv4))
+                .filter_map(|i| i.ip.as_deref().and_then(|ip| addr_of(family, ip)))
                 .collect(),
             session_affinity_timeout: affinity.then_some(timeout),
             internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
@@ -160,15 +204,17 @@ fn clear_udp_conntrack(old: &proxy::UdpState, new: &proxy::UdpState) {
     }
 }
 
-/// HostPorts of the running pods on this node.
-fn host_ports(pods: &[Pod], node: &str) -> Vec<HostPort> {
+/// HostPorts of the running pods on this node, to their addresses of `family`.
+fn host_ports(pods: &[Pod], node: &str, family: Family) -> Vec<HostPort> {
     let mut out = Vec::new();
     for pod in pods {
         let Some(spec) = &pod.spec else { continue };
         if spec.node_name.as_deref() != Some(node) || spec.host_network == Some(true) {
             continue;
         }
-        let Some(pod_ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(ipv4) else { continue };
+        let Some(status) = &pod.status else { continue };
+        let ips = status.pod_ips.iter().flatten().map(|p| p.ip.as_str()).chain(status.pod_ip.as_deref());
+        let Some(pod_ip) = ips.into_iter().find_map(|ip| addr_of(family, ip)) else { continue };
         for c in &spec.containers {
             for p in c.ports.iter().flatten() {
                 let Some(host_port) = p.host_port.and_then(|h| u16::try_from(h).ok()).filter(|h| *h != 0) else {
@@ -176,13 +222,16 @@ fn host_ports(pods: &[Pod], node: &str) -> Vec<HostPort> {
                 };
                 let Some(protocol) = Protocol::from_k8s(p.protocol.as_deref().unwrap_or("TCP")) else { continue };
                 let Ok(container_port) = u16::try_from(p.container_port) else { continue };
-                out.push(HostPort {
-                    protocol,
-                    host_ip: p.host_ip.as_deref().and_then(ipv4),
-                    host_port,
-                    pod_ip,
-                    container_port,
-                });
+                // a hostIP of the other family publishes nothing in this one
+                let host_ip = match p.host_ip.as_deref().filter(|h| !h.is_empty()) {
+                    Some(h) => match h.parse::<IpAddr>() {
+                        Ok(ip) if ip.is_unspecified() => None,
+                        Ok(ip) if Family::of(ip) == family => Some(ip),
+                        _ => continue,
+                    },
+                    None => None,
+                };
+                out.push(HostPort { protocol, host_ip, host_port, pod_ip, container_port });
             }
         }
     }
@@ -190,15 +239,16 @@ fn host_ports(pods: &[Pod], node: &str) -> Vec<HostPort> {
     out
 }
 
-/// Watch and sync until `shutdown`. `proxy` is skiff-net's programmer
-/// (in this node's network namespace).
 /// How long after a failed sync the proxy tries again without a change.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Watch and sync until `shutdown`. `proxies` are skiff-net's programmers
+/// (in this node's network namespace), one per family of
+/// [`ProxyConfig::families`].
 pub async fn run(
     client: kube::Client,
     config: ProxyConfig,
-    mut proxy: proxy::Proxy,
+    mut proxies: Vec<proxy::Proxy>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let (svc_store, svc_writer) = reflector::store::<Service>();
@@ -238,13 +288,16 @@ pub async fn run(
     let mut health_checks = crate::healthcheck::HealthChecks::default();
     // what the table did with UDP before this agent started (a restart):
     // the first sync's stale conntrack entries are found against it
-    let mut previous = match tokio::task::block_in_place(|| proxy.programmed_udp_state()) {
-        Ok(udp) => Some(udp),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the UDP services of the existing table failed; stale conntrack entries of the first sync stay");
-            None
-        }
-    };
+    let mut previous: Vec<Option<proxy::UdpState>> = proxies
+        .iter()
+        .map(|proxy| match tokio::task::block_in_place(|| proxy.programmed_udp_state()) {
+            Ok(udp) => Some(udp),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the UDP services of the existing table failed; stale conntrack entries of the first sync stay");
+                None
+            }
+        })
+        .collect();
     // the first sync waits for all three lists: a partial state would
     // program Services without their endpoints (and reject their traffic)
     let ready = async {
@@ -272,34 +325,39 @@ pub async fn run(
         while rx.try_recv().is_ok() {}
         last_sync = Some(std::time::Instant::now());
         let services = svc_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
-        let state = proxy_state(
-            &services,
-            &slice_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>(),
-            &pod_store.state().iter().map(|p| (**p).clone()).collect::<Vec<_>>(),
-            &config,
-        );
-        let started = std::time::Instant::now();
-        match tokio::task::block_in_place(|| proxy.sync(&state)) {
-            Ok(stats) => {
-                tracing::debug!(?stats, elapsed = ?started.elapsed(), "proxy synced");
-                let now = proxy.udp_state();
-                if let Some(old) = &previous {
-                    clear_udp_conntrack(old, &now);
+        let slices = slice_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
+        let pods = pod_store.state().iter().map(|p| (**p).clone()).collect::<Vec<_>>();
+        let mut failed = false;
+        let mut states = Vec::with_capacity(proxies.len());
+        for (proxy, previous) in proxies.iter_mut().zip(previous.iter_mut()) {
+            let state = proxy_state(&services, &slices, &pods, &config, proxy.family());
+            let started = std::time::Instant::now();
+            match tokio::task::block_in_place(|| proxy.sync(&state)) {
+                Ok(stats) => {
+                    tracing::debug!(family = %proxy.family(), ?stats, elapsed = ?started.elapsed(), "proxy synced");
+                    let now = proxy.udp_state();
+                    if let Some(old) = &*previous {
+                        clear_udp_conntrack(old, &now);
+                    }
+                    *previous = Some(now);
                 }
-                previous = Some(now);
+                Err(e) => {
+                    tracing::warn!(family = %proxy.family(), error = %e, "proxy sync failed; retrying");
+                    failed = true;
+                }
             }
-            Err(e) => {
-                // the next sync is a full one; it comes with the next change
-                // or after a second, whichever is first
-                tracing::warn!(error = %e, "proxy sync failed; retrying");
-                let retry = retry.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(RETRY_AFTER).await;
-                    let _ = retry.try_send(());
-                });
-            }
+            states.push(state);
         }
-        health_checks.sync(crate::healthcheck::wanted(&services, &state)).await;
+        if failed {
+            // the next sync is a full one; it comes with the next change
+            // or after a second, whichever is first
+            let retry = retry.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RETRY_AFTER).await;
+                let _ = retry.try_send(());
+            });
+        }
+        health_checks.sync(crate::healthcheck::wanted(&services, &states)).await;
     }
     health_checks.stop();
     watchers.abort();
@@ -310,11 +368,58 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A dual-stack Service: each family's state takes its own ClusterIP,
+    /// slices, external addresses and the pods' addresses of that family.
+    #[test]
+    fn each_family_gets_its_own_addresses_and_slices() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20", "fd00:10:96::20"],
+                     "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack",
+                     "externalIPs": ["198.18.0.50", "2001:2::50"],
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+        }))
+        .unwrap();
+        let slice = |name: &str, family: &str, addr: &str| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": family,
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [addr], "conditions": {"ready": true}, "nodeName": "n1"}]
+            }))
+            .unwrap()
+        };
+        let slices = [slice("web-a", "IPv4", "10.244.1.5"), slice("web-b", "IPv6", "fd00:10:244:1::5")];
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]},
+            "status": {"podIP": "10.244.1.9", "podIPs": [{"ip": "10.244.1.9"}, {"ip": "fd00:10:244:1::9"}]}
+        }))
+        .unwrap();
+        let v6 = proxy_state(std::slice::from_ref(&svc), &slices, std::slice::from_ref(&pod), &cfg(), Family::V6);
+        assert_eq!(v6.family, Family::V6);
+        assert_eq!(v6.cluster_cidr, Some("fd00:10:244::/56".parse().unwrap()));
+        let s = &v6.services[0];
+        assert_eq!(s.cluster_ip, Some(ip("fd00:10:96::20")));
+        assert_eq!(s.external_ips, vec![ip("2001:2::50")]);
+        assert_eq!(s.ports[0].endpoints, vec![Endpoint { ip: ip("fd00:10:244:1::5"), port: 8080, local: true }]);
+        assert_eq!(v6.host_ports[0].pod_ip, ip("fd00:10:244:1::9"));
+        let v4 = proxy_state(&[svc], &slices, &[pod], &cfg(), Family::V4);
+        assert_eq!(v4.services[0].cluster_ip, Some(ip("10.96.0.20")));
+        assert_eq!(v4.services[0].ports[0].endpoints[0].ip, ip("10.244.1.5"));
+        assert_eq!(v4.host_ports[0].pod_ip, ip("10.244.1.9"));
+    }
+
     fn cfg() -> ProxyConfig {
         ProxyConfig {
             node_name: "n1".into(),
             cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
             pod_cidr: Some("10.244.1.0/24".parse().unwrap()),
+            ipv6: Some(("fd00:10:244::/56".parse().unwrap(), Some("fd00:10:244:1::/64".parse().unwrap()))),
             debounce: Duration::from_millis(10),
         }
     }
@@ -338,15 +443,15 @@ mod tests {
             ]
         }))
         .unwrap();
-        let state = proxy_state(&[svc], &[slice], &[], &cfg());
+        let state = proxy_state(&[svc], &[slice], &[], &cfg(), Family::V4);
         assert_eq!(state.services.len(), 1);
         let s = &state.services[0];
-        assert_eq!(s.cluster_ip, Some(Ipv4Addr::new(10, 96, 0, 20)));
+        assert_eq!(s.cluster_ip, Some(ip("10.96.0.20")));
         assert_eq!(
             s.ports[0].endpoints,
             vec![
-                Endpoint { ip: Ipv4Addr::new(10, 244, 1, 5), port: 8080, local: true },
-                Endpoint { ip: Ipv4Addr::new(10, 244, 2, 7), port: 8080, local: false },
+                Endpoint { ip: ip("10.244.1.5"), port: 8080, local: true },
+                Endpoint { ip: ip("10.244.2.7"), port: 8080, local: false },
             ]
         );
     }
@@ -365,16 +470,21 @@ mod tests {
             }))
             .unwrap()
         };
-        let hp = host_ports(&[pod("n1", Some("10.244.1.9")), pod("n2", Some("10.244.2.9")), pod("n1", None)], "n1");
+        let hp = host_ports(
+            &[pod("n1", Some("10.244.1.9")), pod("n2", Some("10.244.2.9")), pod("n1", None)],
+            "n1",
+            Family::V4,
+        );
         assert_eq!(
             hp,
             vec![HostPort {
                 protocol: Protocol::Tcp,
                 host_ip: None,
                 host_port: 8080,
-                pod_ip: Ipv4Addr::new(10, 244, 1, 9),
+                pod_ip: ip("10.244.1.9"),
                 container_port: 80
             }]
         );
+        assert!(host_ports(&[pod("n1", Some("10.244.1.9"))], "n1", Family::V6).is_empty(), "no IPv6 address");
     }
 }

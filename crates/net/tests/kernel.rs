@@ -60,7 +60,12 @@ impl World {
     /// A TCP server in `ns` on `port`: greets each connection with
     /// "<name> <peer address>\n", then echoes what it receives.
     fn serve(&self, ns: &Path, name: &str, port: u16) {
-        let listener = netns::run_in(ns, move || TcpListener::bind(("0.0.0.0", port))).unwrap().unwrap();
+        self.serve_on(ns, name, "0.0.0.0", port);
+    }
+
+    /// [`World::serve`] on `bind` (`::` for IPv6).
+    fn serve_on(&self, ns: &Path, name: &str, bind: &'static str, port: u16) {
+        let listener = netns::run_in(ns, move || TcpListener::bind((bind, port))).unwrap().unwrap();
         listener.set_nonblocking(true).unwrap();
         let (stop, name) = (self.stop.clone(), name.to_string());
         std::thread::spawn(move || {
@@ -113,7 +118,11 @@ fn ip_output(ns: &Path, args: &[&str]) -> String {
 
 /// Connect from `ns` and read the greeting: (server name, the address the server saw).
 fn greet(ns: &Path, addr: SocketAddrV4) -> std::io::Result<(String, String)> {
-    let stream = netns::connect_tcp(ns, SocketAddr::V4(addr), Duration::from_secs(2))?;
+    greet_at(ns, SocketAddr::V4(addr))
+}
+
+fn greet_at(ns: &Path, addr: SocketAddr) -> std::io::Result<(String, String)> {
+    let stream = netns::connect_tcp(ns, addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
@@ -152,7 +161,10 @@ fn svc(name: &str, vip: &str, port: u16, endpoints: &[(Ipv4Addr, bool)]) -> Serv
             protocol: Protocol::Tcp,
             port,
             node_port: None,
-            endpoints: endpoints.iter().map(|(ip, local)| Endpoint { ip: *ip, port: 8080, local: *local }).collect(),
+            endpoints: endpoints
+                .iter()
+                .map(|(ip, local)| Endpoint { ip: (*ip).into(), port: 8080, local: *local })
+                .collect(),
         }],
         ..Default::default()
     }
@@ -234,6 +246,7 @@ async fn pods_on_a_bridge_and_services_through_nftables() {
     let mut sticky = svc("sticky", "10.96.0.15", 80, &[(a1, true), (a2, true)]);
     sticky.session_affinity_timeout = Some(60);
     let mut state = ProxyState {
+        family: proxy::Family::V4,
         cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
         pod_cidr: Some("10.244.0.0/24".parse().unwrap()),
         services: vec![web, empty, only1, np, local, sticky],
@@ -241,7 +254,7 @@ async fn pods_on_a_bridge_and_services_through_nftables() {
             protocol: Protocol::Tcp,
             host_ip: None,
             host_port: 8081,
-            pod_ip: a2,
+            pod_ip: a2.into(),
             container_port: 8080,
         }],
     };
@@ -316,7 +329,7 @@ async fn pods_on_a_bridge_and_services_through_nftables() {
     // nothing changed: nothing sent
     assert_eq!(restarted.sync(&state).unwrap().kind, SyncKind::Unchanged);
     // endpoints come back
-    state.services[0].ports[0].endpoints.push(Endpoint { ip: a2, port: 8080, local: true });
+    state.services[0].ports[0].endpoints.push(Endpoint { ip: a2.into(), port: 8080, local: true });
     restarted.sync(&state).unwrap();
     let s = spread(&p3, addr("10.96.0.10", 80), 40);
     assert!(s.len() == 2, "{s:?}");
@@ -367,4 +380,98 @@ fn proxy_figures() {
     let services = std::env::var("SKIFF_BENCH_SERVICES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let figures = proxy::bench::measure(services, 10, 50).unwrap();
     println!("{figures}");
+}
+
+/// Write a sysctl of the namespace at `ns` (/proc/sys/net is the calling
+/// thread's namespace's).
+fn sysctl(ns: &Path, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let value = value.to_string();
+    netns::run_in(ns, move || std::fs::write(&path, value)).unwrap().unwrap();
+}
+
+/// The IPv6 table (`ip6 skiff`) on real kernel networking: a node namespace
+/// with a bridge and two pods holding IPv6 addresses, and an external
+/// client on a veth. ClusterIP spreads over both pods, keeps a pod's source
+/// address and masquerades the client's; a NodePort answers on the node's
+/// address; a Service without endpoints refuses at once; an endpoint removed
+/// stops receiving connections; the IPv4 table is not made.
+#[test]
+fn ipv6_services_through_the_ip6_table() {
+    if !need_root() {
+        return;
+    }
+    let mut w = World::new();
+    let node = w.netns("v6-node");
+    let client = w.netns("v6-client");
+    let pods = [w.netns("v6-pod-a"), w.netns("v6-pod-b")];
+    sysctl(&node, "net.ipv6.conf.all.forwarding", "1");
+    ip(&node, &["link", "add", "br6", "type", "bridge"]);
+    ip(&node, &["addr", "add", "fd00:10:244::1/64", "dev", "br6", "nodad"]);
+    ip(&node, &["link", "set", "br6", "up"]);
+    for (i, pod) in pods.iter().enumerate() {
+        let host = format!("v6h{i}");
+        ip(&node, &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", pod.to_str().unwrap()]);
+        ip(&node, &["link", "set", &host, "master", "br6", "up"]);
+        ip(pod, &["addr", "add", &format!("fd00:10:244::{}/64", 10 + i), "dev", "eth0", "nodad"]);
+        ip(pod, &["link", "set", "eth0", "up"]);
+        ip(pod, &["-6", "route", "add", "default", "via", "fd00:10:244::1"]);
+    }
+    ip(&node, &["link", "add", "v6ext", "type", "veth", "peer", "name", "eth0", "netns", client.to_str().unwrap()]);
+    ip(&node, &["addr", "add", "2001:2::1/64", "dev", "v6ext", "nodad"]);
+    ip(&node, &["link", "set", "v6ext", "up"]);
+    ip(&client, &["addr", "add", "2001:2::2/64", "dev", "eth0", "nodad"]);
+    ip(&client, &["link", "set", "eth0", "up"]);
+    ip(&client, &["-6", "route", "add", "default", "via", "2001:2::1"]);
+    w.serve_on(&pods[0], "a", "::", 8080);
+    w.serve_on(&pods[1], "b", "::", 8080);
+
+    let pod_ip = |i: usize| -> std::net::IpAddr { format!("fd00:10:244::{}", 10 + i).parse().unwrap() };
+    let mut web = svc("web6", "fd00:10:96::20", 80, &[]);
+    web.ports[0].endpoints = (0..2).map(|i| Endpoint { ip: pod_ip(i), port: 8080, local: true }).collect();
+    web.ports[0].node_port = Some(30080);
+    let empty = svc("empty6", "fd00:10:96::21", 80, &[]);
+    let mut state = ProxyState {
+        family: proxy::Family::V6,
+        cluster_cidr: Some("fd00:10:244::/56".parse().unwrap()),
+        pod_cidr: Some("fd00:10:244::/64".parse().unwrap()),
+        services: vec![web, empty],
+        host_ports: vec![],
+    };
+    let mut v6 = Proxy::in_netns(&node).with_family(proxy::Family::V6);
+    assert_eq!(v6.sync(&state).unwrap().kind, SyncKind::Full);
+    let table = proxy::list_family_table(Some(&node), proxy::Family::V6).unwrap();
+    assert!(table.contains("fd00:10:96::20 . tcp . 80 . 1 : fd00:10:244::11 . 8080"), "{table}");
+    assert!(proxy::list_table(Some(&node)).is_err(), "no IPv4 table was asked for");
+    // an IPv4 state is refused by the IPv6 proxy, not half applied
+    assert!(v6.sync(&ProxyState::default()).is_err());
+
+    let vip: SocketAddr = "[fd00:10:96::20]:80".parse().unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..40 {
+        let (name, peer) = greet_at(&client, vip).unwrap_or_else(|e| panic!("client to {vip}: {e}"));
+        assert_eq!(peer, "fd00:10:244::1", "the client, outside the cluster CIDR, is masqueraded");
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both pods serve the ClusterIP: {seen:?}");
+    // pod a reaching the ClusterIP keeps its address where pod b answers
+    let from_a = (0..40)
+        .map(|_| greet_at(&pods[0], vip).unwrap())
+        .find(|(name, _)| name == "b")
+        .expect("pod b answered pod a once in 40");
+    assert_eq!(from_a.1, "fd00:10:244::10");
+    let np: SocketAddr = "[2001:2::1]:30080".parse().unwrap();
+    assert!(greet_at(&client, np).is_ok(), "the NodePort answers on the node's IPv6 address");
+    let t = Instant::now();
+    let refused = greet_at(&client, "[fd00:10:96::21]:80".parse().unwrap()).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
+    assert!(t.elapsed() < Duration::from_millis(100), "rejected at once, took {:?}", t.elapsed());
+
+    // pod b's endpoint goes: incremental, and only pod a answers
+    state.services[0].ports[0].endpoints.truncate(1);
+    assert_eq!(v6.sync(&state).unwrap().kind, SyncKind::Incremental);
+    for _ in 0..20 {
+        assert_eq!(greet_at(&client, vip).unwrap().0, "a");
+    }
+    proxy::delete_family_table(Some(&node), proxy::Family::V6).unwrap();
 }

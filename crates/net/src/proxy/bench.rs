@@ -75,7 +75,8 @@ pub fn synthetic_state(services: usize, endpoints: usize) -> ProxyState {
                 .map(|j| Endpoint {
                     ip: Ipv4Addr::from(
                         u32::from(Ipv4Addr::new(10, 244, 0, 0)) + 2 + ((i * endpoints + j) % 65000) as u32,
-                    ),
+                    )
+                    .into(),
                     port: 8080,
                     local: j % 3 == 0,
                 })
@@ -83,7 +84,7 @@ pub fn synthetic_state(services: usize, endpoints: usize) -> ProxyState {
             Service {
                 namespace: format!("ns{}", i % 50),
                 name: format!("svc{i}"),
-                cluster_ip: Some(vip),
+                cluster_ip: Some(vip.into()),
                 ports: vec![ServicePort {
                     name: "http".into(),
                     protocol: Protocol::Tcp,
@@ -96,6 +97,7 @@ pub fn synthetic_state(services: usize, endpoints: usize) -> ProxyState {
         })
         .collect();
     ProxyState {
+        family: super::Family::V4,
         cluster_cidr: Some("10.244.0.0/16".parse().expect("a valid CIDR")),
         pod_cidr: Some("10.244.0.0/24".parse().expect("a valid CIDR")),
         services,
@@ -145,7 +147,7 @@ pub fn measure(services: usize, endpoints: usize, samples: usize) -> Result<Prox
     for k in 0..samples {
         let svc = &mut state.services[(k * 7919) % services.max(1)];
         if let Some(ep) = svc.ports[0].endpoints.first_mut() {
-            ep.ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 245, 0, 0)) + k as u32);
+            ep.ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 245, 0, 0)) + k as u32).into();
         }
         let t = Instant::now();
         let stats = proxy.sync(&state)?;

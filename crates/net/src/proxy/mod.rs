@@ -49,11 +49,11 @@ mod tests;
 
 pub mod bench;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
-pub use nft::{delete_table, list_table};
+pub use nft::{delete_family_table, delete_table, list_family_table, list_table};
 pub use render::{render, Ruleset, TABLE};
 pub use sync::{Proxy, SyncKind, SyncStats};
 pub use udp::UdpState;
@@ -61,6 +61,74 @@ pub use udp::UdpState;
 /// Apply one nft JSON transaction (the pod network's chain shares the table).
 pub(crate) fn apply_json(netns: Option<&std::path::Path>, payload: &str) -> crate::Result<()> {
     nft::apply_json(netns, payload)
+}
+
+/// The address family a proxy programs: one table each, `ip skiff` and
+/// `ip6 skiff`, as kube-proxy runs one proxier per family on dual-stack nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// The nftables family of its table (`ip`, `ip6`), also the payload
+    /// protocol of its network header.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    /// The netlink family number (NFPROTO_IPV4, NFPROTO_IPV6).
+    pub(crate) fn nfproto(self) -> u8 {
+        match self {
+            Family::V4 => 2,
+            Family::V6 => 10,
+        }
+    }
+
+    /// nft's type name for an address.
+    pub(crate) fn addr_type(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4_addr",
+            Family::V6 => "ipv6_addr",
+        }
+    }
+
+    /// The ICMP version a reject answers with.
+    pub(crate) fn icmp(self) -> &'static str {
+        match self {
+            Family::V4 => "icmp",
+            Family::V6 => "icmpv6",
+        }
+    }
+
+    pub(crate) fn loopback(self) -> IpNet {
+        match self {
+            Family::V4 => "127.0.0.0/8".parse().expect("a valid CIDR"),
+            Family::V6 => "::1/128".parse().expect("a valid CIDR"),
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
 }
 
 /// A transport protocol a Service port or HostPort uses.
@@ -108,15 +176,18 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// Everything the proxy programs on one node.
+/// Everything the proxy programs on one node for one address family: every
+/// address in it is of that family.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyState {
-    /// The cluster's pod CIDR (`--cluster-cidr`). Traffic to a ClusterIP from
-    /// outside it is masqueraded, as kube-proxy does with `--cluster-cidr`.
-    pub cluster_cidr: Option<Ipv4Net>,
-    /// This node's podCIDR: a pod reaching itself through a Service
-    /// (hairpin) is masqueraded so that its reply comes back through the node.
-    pub pod_cidr: Option<Ipv4Net>,
+    pub family: Family,
+    /// The cluster's pod CIDR (`--cluster-cidr`) of this family. Traffic to a
+    /// ClusterIP from outside it is masqueraded, as kube-proxy does with
+    /// `--cluster-cidr`.
+    pub cluster_cidr: Option<IpNet>,
+    /// This node's podCIDR of this family: a pod reaching itself through a
+    /// Service (hairpin) is masqueraded so that its reply comes back through the node.
+    pub pod_cidr: Option<IpNet>,
     pub services: Vec<Service>,
     /// HostPorts of the pods on this node.
     pub host_ports: Vec<HostPort>,
@@ -128,11 +199,11 @@ pub struct ProxyState {
 pub struct Service {
     pub namespace: String,
     pub name: String,
-    pub cluster_ip: Option<Ipv4Addr>,
+    pub cluster_ip: Option<IpAddr>,
     /// spec.externalIPs
-    pub external_ips: Vec<Ipv4Addr>,
+    pub external_ips: Vec<IpAddr>,
     /// status.loadBalancer.ingress[].ip
-    pub load_balancer_ips: Vec<Ipv4Addr>,
+    pub load_balancer_ips: Vec<IpAddr>,
     /// sessionAffinity ClientIP: its timeout in seconds
     /// (sessionAffinityConfig.clientIP.timeoutSeconds, 10800 by default).
     pub session_affinity_timeout: Option<u32>,
@@ -160,7 +231,7 @@ pub struct ServicePort {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub port: u16,
     /// Whether the endpoint runs on this node.
     pub local: bool,
@@ -171,8 +242,8 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HostPort {
     pub protocol: Protocol,
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
-    pub pod_ip: Ipv4Addr,
+    pub pod_ip: IpAddr,
     pub container_port: u16,
 }

@@ -18,7 +18,8 @@ use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{recv, send, setsockopt, sockopt, MsgFlags};
 
-use super::render::{Data, Key, FAMILY_NFPROTO, TABLE};
+use super::render::{Data, Key, TABLE};
+use super::Family;
 use crate::{netns, Error, Result};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -64,8 +65,9 @@ struct Open {
     elements: usize,
 }
 
-/// One nf_tables transaction of element changes for table `ip skiff`.
+/// One nf_tables transaction of element changes for table `skiff` of a family.
 pub(crate) struct Batch {
+    family: Family,
     buf: Vec<u8>,
     seq: u32,
     /// Messages the kernel answers (all but the batch's begin and end).
@@ -80,8 +82,9 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub fn new() -> Batch {
+    pub fn new(family: Family) -> Batch {
         let mut b = Batch {
+            family,
             buf: Vec::with_capacity(1 << 16),
             seq: 1,
             messages: 0,
@@ -150,7 +153,7 @@ impl Batch {
         }
         let elem = nest_start(&mut self.buf, NFTA_LIST_ELEM);
         let k = nest_start(&mut self.buf, NFTA_SET_ELEM_KEY);
-        let mut value = [0u8; 16];
+        let mut value = [0u8; KEY_MAX];
         let len = key_bytes(key, &mut value);
         put(&mut self.buf, NFTA_DATA_VALUE, &value[..len]);
         nest_end(&mut self.buf, k);
@@ -158,10 +161,10 @@ impl Batch {
             let dn = nest_start(&mut self.buf, NFTA_SET_ELEM_DATA);
             match d {
                 Data::AddrPort(a, port) => {
-                    let mut v = [0u8; 8];
-                    v[..4].copy_from_slice(&a.octets());
-                    v[4..6].copy_from_slice(&port.to_be_bytes());
-                    put(&mut self.buf, NFTA_DATA_VALUE, &v);
+                    let mut v = [0u8; 20];
+                    let at = addr(&mut v, 0, a);
+                    v[at..at + 2].copy_from_slice(&port.to_be_bytes());
+                    put(&mut self.buf, NFTA_DATA_VALUE, &v[..at + 4]);
                 }
                 Data::Goto(chain) => verdict(&mut self.buf, NFT_GOTO, Some(chain)),
                 Data::Drop => verdict(&mut self.buf, NF_DROP, None),
@@ -187,7 +190,7 @@ impl Batch {
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&self.seq.to_ne_bytes());
         self.buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-        self.buf.extend_from_slice(&[FAMILY_NFPROTO, 0, 0, 0]); // family, version 0, res_id 0
+        self.buf.extend_from_slice(&[self.family.nfproto(), 0, 0, 0]); // family, version 0, res_id 0
         self.seq += 1;
         start
     }
@@ -276,7 +279,7 @@ impl Conn {
 }
 
 fn err(message: impl std::fmt::Display) -> Error {
-    Error::Nftables { message: format!("table ip {TABLE}: elements over netlink: {message}") }
+    Error::Nftables { message: format!("table {TABLE}: elements over netlink: {message}") }
 }
 
 fn read_answers(raw: std::os::fd::RawFd, rbuf: &mut [u8], messages: u32, what: &[(u32, String)]) -> Result<()> {
@@ -363,22 +366,39 @@ fn verdict(buf: &mut Vec<u8>, code: i32, chain: Option<&str>) {
     nest_end(buf, v);
 }
 
-/// The key's bytes as the set stores them; returns the length used.
-fn key_bytes(key: &Key, out: &mut [u8; 16]) -> usize {
-    fn word(out: &mut [u8; 16], at: usize, bytes: &[u8]) -> usize {
-        out[at..at + 4].fill(0);
-        out[at..at + bytes.len()].copy_from_slice(bytes);
-        at + 4
+/// The longest key: two IPv6 addresses (the hairpin set).
+const KEY_MAX: usize = 32;
+
+/// An address at `at` (a whole number of words either way); returns where
+/// the next field starts.
+fn addr(out: &mut [u8], at: usize, a: &std::net::IpAddr) -> usize {
+    match a {
+        std::net::IpAddr::V4(v4) => word(out, at, &v4.octets()),
+        std::net::IpAddr::V6(v6) => {
+            out[at..at + 16].copy_from_slice(&v6.octets());
+            at + 16
+        }
     }
+}
+
+/// A field of at most four bytes in a word of its own, zero-padded.
+fn word(out: &mut [u8], at: usize, bytes: &[u8]) -> usize {
+    out[at..at + 4].fill(0);
+    out[at..at + bytes.len()].copy_from_slice(bytes);
+    at + 4
+}
+
+/// The key's bytes as the set stores them; returns the length used.
+fn key_bytes(key: &Key, out: &mut [u8; KEY_MAX]) -> usize {
     let proto = |p: super::Protocol| [p.number()];
     match *key {
-        Key::Addr(a) => word(out, 0, &a.octets()),
+        Key::Addr(a) => addr(out, 0, &a),
         Key::AddrAddr(a, b) => {
-            let at = word(out, 0, &a.octets());
-            word(out, at, &b.octets())
+            let at = addr(out, 0, &a);
+            addr(out, at, &b)
         }
         Key::AddrProtoPort(a, p, n) => {
-            let at = word(out, 0, &a.octets());
+            let at = addr(out, 0, &a);
             let at = word(out, at, &proto(p));
             word(out, at, &n.to_be_bytes())
         }
@@ -387,7 +407,7 @@ fn key_bytes(key: &Key, out: &mut [u8; 16]) -> usize {
             word(out, at, &n.to_be_bytes())
         }
         Key::AddrProtoPortIndex(a, p, n, i) => {
-            let at = word(out, 0, &a.octets());
+            let at = addr(out, 0, &a);
             let at = word(out, at, &proto(p));
             let at = word(out, at, &n.to_be_bytes());
             word(out, at, &i.to_ne_bytes())
@@ -407,22 +427,27 @@ mod tests {
 
     #[test]
     fn keys_take_whole_words_in_nfts_byte_order() {
-        let mut out = [0u8; 16];
+        let mut out = [0u8; KEY_MAX];
         let n = key_bytes(&Key::AddrProtoPortIndex("10.0.0.1".parse().unwrap(), Protocol::Udp, 53, 4), &mut out);
         // as `nft --debug=netlink` shows it: 0100000a 00000011 00003500 00000004 (host-order words)
         assert_eq!(n, 16);
         assert_eq!(&out[..12], &[10, 0, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0]);
-        assert_eq!(&out[12..], &4u32.to_ne_bytes());
+        assert_eq!(&out[12..16], &4u32.to_ne_bytes());
         let n = key_bytes(&Key::ProtoPort(Protocol::Tcp, 30080), &mut out);
         assert_eq!(&out[..n], &[6, 0, 0, 0, 0x75, 0x80, 0, 0]);
+        // an IPv6 address takes four words
+        let n = key_bytes(&Key::AddrProtoPort("fd00::a".parse().unwrap(), Protocol::Tcp, 80), &mut out);
+        assert_eq!(n, 24);
+        assert_eq!(&out[..2], &[0xfd, 0]);
+        assert_eq!(&out[15..24], &[0xa, 6, 0, 0, 0, 0, 80, 0, 0]);
     }
 
     #[test]
     fn a_long_element_list_is_split_into_messages_of_one_batch() {
-        let mut b = Batch::new();
+        let mut b = Batch::new(Family::V4);
         b.flush("cluster-ips");
         for i in 0..5000u32 {
-            b.add("cluster-ips", &Key::Addr(std::net::Ipv4Addr::from(0x0a60_0000 + i)), None);
+            b.add("cluster-ips", &Key::Addr(std::net::Ipv4Addr::from(0x0a60_0000 + i).into()), None);
         }
         let (buf, messages, _) = b.finished();
         // each element: list elem (4) + key nest (4) + value (8) = 16 bytes

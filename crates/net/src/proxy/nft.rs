@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::render::TABLE;
 use super::sync::Existing;
+use super::Family;
 use crate::{netns, Error, Result};
 
 fn err(message: impl std::fmt::Display) -> Error {
@@ -79,21 +80,23 @@ pub(crate) fn apply(netns: Option<&Path>, payload: &str) -> Result<()> {
         }
         let out = child.wait_with_output().map_err(|e| err(format!("waiting for nft: {e}")))?;
         if !out.status.success() {
-            return Err(err(format!("table ip {TABLE}: nft -f -: {}", shorten(&String::from_utf8_lossy(&out.stderr)))));
+            return Err(err(format!("table {TABLE}: nft -f -: {}", shorten(&String::from_utf8_lossy(&out.stderr)))));
         }
         Ok(())
     })
 }
 
-/// The chains and sets table `ip skiff` has now (empty when there is no table).
-pub(crate) fn existing(netns: Option<&Path>) -> Result<Existing> {
+/// The chains and sets table `skiff` of `family` has now (empty when there is no table).
+pub(crate) fn existing(netns: Option<&Path>, family: Family) -> Result<Existing> {
     in_netns(netns, || {
         let mut found = Existing::default();
         // terse (-t): without elements, which would take seconds at scale
         for (what, kind) in [("chains", "chain"), ("sets", "set")] {
-            let out =
-                nftables::helper::get_current_ruleset_raw(nftables::helper::DEFAULT_NFT, ["-t", "list", what, "ip"])
-                    .map_err(|e| err(format!("listing {what}: {}", describe(e))))?;
+            let out = nftables::helper::get_current_ruleset_raw(
+                nftables::helper::DEFAULT_NFT,
+                ["-t", "list", what, family.nft()],
+            )
+            .map_err(|e| err(format!("listing {what}: {}", describe(e))))?;
             let doc: Value = serde_json::from_str(&out).map_err(|e| err(format!("listing {what}: {e}")))?;
             for item in doc["nftables"].as_array().into_iter().flatten() {
                 let o = &item[kind];
@@ -114,13 +117,22 @@ pub(crate) fn existing(netns: Option<&Path>) -> Result<Existing> {
 
 /// `nft list table ip skiff` in nft's syntax (for tests and debugging).
 pub fn list_table(netns: Option<&Path>) -> Result<String> {
+    list_family_table(netns, Family::V4)
+}
+
+/// `nft list table <ip|ip6> skiff` in nft's syntax.
+pub fn list_family_table(netns: Option<&Path>, family: Family) -> Result<String> {
     in_netns(netns, || {
         let out = Command::new("nft")
-            .args(["list", "table", "ip", TABLE])
+            .args(["list", "table", family.nft(), TABLE])
             .output()
             .map_err(|e| err(format!("running nft: {e}")))?;
         if !out.status.success() {
-            return Err(err(format!("listing table ip {TABLE}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(err(format!(
+                "listing table {} {TABLE}: {}",
+                family.nft(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     })
@@ -128,14 +140,19 @@ pub fn list_table(netns: Option<&Path>) -> Result<String> {
 
 /// Remove the table (the proxy's and the pod network's rules) entirely.
 pub fn delete_table(netns: Option<&Path>) -> Result<()> {
+    delete_family_table(netns, Family::V4)
+}
+
+/// Remove table `skiff` of `family` (nothing when there is none).
+pub fn delete_family_table(netns: Option<&Path>, family: Family) -> Result<()> {
     in_netns(netns, || {
         let out = Command::new("nft")
-            .args(["delete", "table", "ip", TABLE])
+            .args(["delete", "table", family.nft(), TABLE])
             .output()
             .map_err(|e| err(format!("running nft: {e}")))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() && !stderr.contains("No such file or directory") {
-            return Err(err(format!("deleting table ip {TABLE}: {}", stderr.trim())));
+            return Err(err(format!("deleting table {} {TABLE}: {}", family.nft(), stderr.trim())));
         }
         Ok(())
     })

@@ -5,36 +5,27 @@
 //! the chains and sets that Service owns. Incremental syncs diff fragments.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde_json::{json, Value};
 
-use super::{Endpoint, HostPort, Protocol, ProxyState, Service, ServicePort};
+use super::{Endpoint, Family, HostPort, Protocol, ProxyState, Service, ServicePort};
 
-/// The table Skiff owns (family `ip`).
+/// The table Skiff owns (family `ip`, and `ip6` on dual-stack nodes).
 pub const TABLE: &str = "skiff";
-pub(crate) const FAMILY: &str = "ip";
 /// The packet mark bit that asks `nat-postrouting` to masquerade (kube-proxy's).
 pub(crate) const MASQ_MARK: u64 = 0x4000;
-
-/// The netlink family number of table family `ip` (NFPROTO_IPV4).
-pub(crate) const FAMILY_NFPROTO: u8 = 2;
 
 /// The maps keyed on a `numgen` index are declared by `typeof` (nft has no
 /// type name for the index), one per protocol: nft 1.0.6 evaluates a map's
 /// stored `typeof` again in every later rule that uses it, and a data type
 /// written as `tcp dport` then conflicts with a UDP rule ("conflicting
 /// protocols specified"); `th dport` conflicts with every rule.
-fn endpoints_typeof(nodeport: bool, proto: Protocol) -> &'static str {
-    match (nodeport, proto) {
-        (false, Protocol::Tcp) => "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport",
-        (false, Protocol::Udp) => "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . udp dport",
-        (false, Protocol::Sctp) => "ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . sctp dport",
-        (true, Protocol::Tcp) => "meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport",
-        (true, Protocol::Udp) => "meta l4proto . th dport . numgen random mod 1 : ip daddr . udp dport",
-        (true, Protocol::Sctp) => "meta l4proto . th dport . numgen random mod 1 : ip daddr . sctp dport",
-    }
+fn endpoints_typeof(family: Family, nodeport: bool, proto: Protocol) -> String {
+    let l3 = family.nft();
+    let key = if nodeport { String::new() } else { format!("{l3} daddr . ") };
+    format!("{key}meta l4proto . th dport . numgen random mod 1 : {l3} daddr . {proto} dport")
 }
 
 /// The map of a ClusterIP's, external or load-balancer address's endpoints
@@ -100,23 +91,23 @@ pub(crate) struct SetDecl {
     /// The key type (a name, or an array of names for a concatenation).
     pub key: Value,
     /// The data type of a map.
-    pub data: Option<&'static str>,
+    pub data: Option<String>,
     pub flags: Vec<&'static str>,
     pub timeout: Option<u32>,
     /// Declared by these `typeof` expressions instead of `key` and `data`
     /// (which then only describe it).
-    pub type_of: Option<&'static str>,
+    pub type_of: Option<String>,
 }
 
 /// The key of a set or map element. Elements are the bulk of a table
 /// (100,000 endpoints), so they are plain values, written out without allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Key {
-    Addr(Ipv4Addr),
-    AddrAddr(Ipv4Addr, Ipv4Addr),
-    AddrProtoPort(Ipv4Addr, Protocol, u16),
+    Addr(IpAddr),
+    AddrAddr(IpAddr, IpAddr),
+    AddrProtoPort(IpAddr, Protocol, u16),
     ProtoPort(Protocol, u16),
-    AddrProtoPortIndex(Ipv4Addr, Protocol, u16, u32),
+    AddrProtoPortIndex(IpAddr, Protocol, u16, u32),
     ProtoPortIndex(Protocol, u16, u32),
 }
 
@@ -125,7 +116,7 @@ pub(crate) enum Key {
 pub(crate) enum Data {
     Goto(String),
     Drop,
-    AddrPort(Ipv4Addr, u16),
+    AddrPort(IpAddr, u16),
 }
 
 impl Key {
@@ -201,12 +192,13 @@ impl Select {
         format!("{kind}-{}-{}", self.n, self.proto)
     }
 
-    fn render(&self, cluster_cidr: Option<Ipv4Net>) -> Chain {
+    fn render(&self, family: Family, cluster_cidr: Option<IpNet>) -> Chain {
+        let l3 = family.nft();
         let mut rules = Vec::new();
         match self.kind {
             SelectKind::Cluster => {
                 if let Some(cidr) = cluster_cidr {
-                    rules.push(vec![matches("!=", payload("ip", "saddr"), prefix(cidr)), jump(MARK_FOR_MASQUERADE)]);
+                    rules.push(vec![matches("!=", payload(l3, "saddr"), prefix(cidr)), jump(MARK_FOR_MASQUERADE)]);
                 }
             }
             SelectKind::External | SelectKind::NodePortExternal => rules.push(vec![jump(MARK_FOR_MASQUERADE)]),
@@ -218,13 +210,13 @@ impl Select {
                 (json!({"concat": [meta("l4proto"), payload("th", "dport"), index]}), nodeport_endpoints(self.proto))
             }
             _ => (
-                json!({"concat": [payload("ip", "daddr"), meta("l4proto"), payload("th", "dport"), index]}),
+                json!({"concat": [payload(l3, "daddr"), meta("l4proto"), payload("th", "dport"), index]}),
                 cluster_endpoints(self.proto),
             ),
         };
         rules.push(vec![
             matches("==", meta("l4proto"), json!(self.proto.as_str())),
-            json!({"dnat": {"family": FAMILY, "addr": {"map": {"key": key, "data": format!("@{map}")}}}}),
+            json!({"dnat": {"family": l3, "addr": {"map": {"key": key, "data": format!("@{map}")}}}}),
         ]);
         Chain { base: None, rules }
     }
@@ -252,16 +244,17 @@ pub struct Ruleset {
     pub(crate) global: Fragment,
     /// `namespace/name` → the Service's fragment
     pub(crate) services: BTreeMap<String, Fragment>,
-    pub(crate) cluster_cidr: Option<Ipv4Net>,
+    pub(crate) cluster_cidr: Option<IpNet>,
+    pub(crate) family: Family,
 }
 
 /// Render the whole table for `state`.
 pub fn render(state: &ProxyState) -> Ruleset {
     let mut services = BTreeMap::new();
     for svc in &state.services {
-        services.insert(service_key(svc), render_service(svc, state.cluster_cidr));
+        services.insert(service_key(svc), render_service(svc, state.family, state.cluster_cidr));
     }
-    Ruleset { global: render_global(state), services, cluster_cidr: state.cluster_cidr }
+    Ruleset { global: render_global(state), services, cluster_cidr: state.cluster_cidr, family: state.family }
 }
 
 pub(crate) fn service_key(svc: &Service) -> String {
@@ -272,7 +265,7 @@ impl Ruleset {
     /// Every select chain any Service uses, rendered.
     pub(crate) fn select_chains(&self) -> BTreeMap<String, Chain> {
         let selects: BTreeSet<Select> = self.services.values().flat_map(|f| f.selects.iter().copied()).collect();
-        selects.into_iter().map(|s| (s.chain(), s.render(self.cluster_cidr))).collect()
+        selects.into_iter().map(|s| (s.chain(), s.render(self.family, self.cluster_cidr))).collect()
     }
 
     /// All chains, sets and elements of the table in one fragment.
@@ -290,7 +283,7 @@ impl Ruleset {
     /// The table in nft's own syntax, the way `nft list table ip skiff`
     /// shows it (in a stable order): for tests, logs and people.
     pub fn to_text(&self) -> String {
-        super::text::table(&self.merged())
+        super::text::table(self.family, &self.merged())
     }
 
     /// (chains, rules, map and set elements)
@@ -304,12 +297,15 @@ impl Ruleset {
 /// The part of the table that does not depend on the Services.
 pub(crate) fn render_global(state: &ProxyState) -> Fragment {
     let mut f = Fragment::default();
-    let addr_proto_port = json!(["ipv4_addr", "inet_proto", "inet_service"]);
+    let family = state.family;
+    let l3 = family.nft();
+    let addr = family.addr_type();
+    let addr_proto_port = json!([addr, "inet_proto", "inet_service"]);
     let proto_port = json!(["inet_proto", "inet_service"]);
     let map = |key: &Value| SetDecl {
         is_map: true,
         key: key.clone(),
-        data: Some("verdict"),
+        data: Some("verdict".into()),
         flags: vec![],
         timeout: None,
         type_of: None,
@@ -319,12 +315,12 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
     f.sets.insert(NO_ENDPOINT_SERVICES.into(), map(&addr_proto_port));
     f.sets.insert(NO_ENDPOINT_NODEPORTS.into(), map(&proto_port));
     let set = |key: Value| SetDecl { is_map: false, key, data: None, flags: vec![], timeout: None, type_of: None };
-    f.sets.insert(CLUSTER_IPS.into(), set(json!("ipv4_addr")));
-    f.sets.insert(HAIRPIN.into(), set(json!(["ipv4_addr", "ipv4_addr"])));
+    f.sets.insert(CLUSTER_IPS.into(), set(json!(addr)));
+    f.sets.insert(HAIRPIN.into(), set(json!([addr, addr])));
     let typed = |key: Value, type_of| SetDecl {
         is_map: true,
         key,
-        data: Some("ipv4_addr . inet_service"),
+        data: Some(format!("{addr} . inet_service")),
         flags: vec![],
         timeout: None,
         type_of: Some(type_of),
@@ -332,11 +328,11 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
     for proto in PROTOCOLS {
         f.sets.insert(
             cluster_endpoints(proto).into(),
-            typed(json!(["ipv4_addr", "inet_proto", "inet_service", "integer"]), endpoints_typeof(false, proto)),
+            typed(json!([addr, "inet_proto", "inet_service", "integer"]), endpoints_typeof(family, false, proto)),
         );
         f.sets.insert(
             nodeport_endpoints(proto).into(),
-            typed(json!(["inet_proto", "inet_service", "integer"]), endpoints_typeof(true, proto)),
+            typed(json!(["inet_proto", "inet_service", "integer"]), endpoints_typeof(family, true, proto)),
         );
     }
 
@@ -354,7 +350,7 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
             matches("in", json!({"ct": {"key": "status"}}), json!("dnat")),
             matches(
                 "==",
-                json!({"concat": [payload("ip", "saddr"), payload("ip", "daddr")]}),
+                json!({"concat": [payload(l3, "saddr"), payload(l3, "daddr")]}),
                 json!(format!("@{HAIRPIN}")),
             ),
             json!({"masquerade": null}),
@@ -390,15 +386,11 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
         base("filter", "output", -90, vec![vec![new_only(), jump("cluster-ips-check")]]),
     );
 
-    let dispatch_key = json!({"concat": [payload("ip", "daddr"), meta("l4proto"), payload("th", "dport")]});
+    let dispatch_key = json!({"concat": [payload(l3, "daddr"), meta("l4proto"), payload("th", "dport")]});
     let local_daddr = || {
         [
             matches("==", json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local")),
-            matches(
-                "!=",
-                payload("ip", "daddr"),
-                prefix(Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).expect("/8 is valid")),
-            ),
+            matches("!=", payload(l3, "daddr"), prefix(family.loopback())),
         ]
     };
     let port_key = json!({"concat": [meta("l4proto"), payload("th", "dport")]});
@@ -411,8 +403,10 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
     services.push(nodeports);
     f.chains.insert("services".into(), Chain { base: None, rules: services });
     if !state.host_ports.is_empty() {
-        f.chains
-            .insert("hostports".into(), Chain { base: None, rules: host_port_rules(&state.host_ports, local_daddr) });
+        f.chains.insert(
+            "hostports".into(),
+            Chain { base: None, rules: host_port_rules(family, &state.host_ports, local_daddr) },
+        );
     }
     f.chains.insert(
         MARK_FOR_MASQUERADE.into(),
@@ -436,7 +430,7 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
         Chain {
             base: None,
             rules: vec![vec![
-                matches("==", payload("ip", "daddr"), json!(format!("@{CLUSTER_IPS}"))),
+                matches("==", payload(l3, "daddr"), json!(format!("@{CLUSTER_IPS}"))),
                 goto(REJECT_CHAIN),
             ]],
         },
@@ -447,7 +441,7 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
             base: None,
             rules: vec![
                 vec![matches("==", meta("l4proto"), json!("tcp")), json!({"reject": {"type": "tcp reset"}})],
-                vec![json!({"reject": {"type": "icmp", "expr": "port-unreachable"}})],
+                vec![json!({"reject": {"type": family.icmp(), "expr": "port-unreachable"}})],
             ],
         },
     );
@@ -455,18 +449,32 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
         // a pod reaching itself through a Service: masquerade so that the
         // reply comes back through the node (one element per address, so no
         // per-endpoint rules)
-        if pod_cidr.prefix_len() >= 16 {
-            for ip in pod_cidr.hosts() {
+        // (an IPv6 podCIDR, a /64, is far too large to list: its first
+        // addresses, where the node's IPAM hands them out, are)
+        let limit = match family {
+            Family::V4 => 65_536,
+            Family::V6 => HAIRPIN_V6_ADDRESSES,
+        };
+        if family == Family::V4 && pod_cidr.prefix_len() < 16 {
+            tracing::warn!(%pod_cidr, "pod CIDR larger than a /16: hairpin traffic is not masqueraded");
+        } else {
+            for ip in pod_cidr.hosts().take(limit) {
                 f.elem(HAIRPIN, Key::AddrAddr(ip, ip), None);
             }
-        } else {
-            tracing::warn!(%pod_cidr, "pod CIDR larger than a /16: hairpin traffic is not masqueraded");
         }
     }
     f
 }
 
-fn host_port_rules<const N: usize>(host_ports: &[HostPort], local_daddr: impl Fn() -> [Value; N]) -> Vec<Vec<Value>> {
+/// How many addresses from the start of an IPv6 podCIDR get hairpin
+/// masquerade (pods far beyond the kubelet's default of 110 per node).
+pub(crate) const HAIRPIN_V6_ADDRESSES: usize = 4096;
+
+fn host_port_rules<const N: usize>(
+    family: Family,
+    host_ports: &[HostPort],
+    local_daddr: impl Fn() -> [Value; N],
+) -> Vec<Vec<Value>> {
     let mut sorted = host_ports.to_vec();
     sorted.sort();
     sorted.dedup();
@@ -474,7 +482,9 @@ fn host_port_rules<const N: usize>(host_ports: &[HostPort], local_daddr: impl Fn
         .iter()
         .map(|hp| {
             let mut rule = match hp.host_ip {
-                Some(ip) if !ip.is_unspecified() => vec![matches("==", payload("ip", "daddr"), json!(ip.to_string()))],
+                Some(ip) if !ip.is_unspecified() => {
+                    vec![matches("==", payload(family.nft(), "daddr"), json!(ip.to_string()))]
+                }
                 _ => local_daddr().to_vec(),
             };
             rule.push(matches("==", meta("l4proto"), json!(hp.protocol.as_str())));
@@ -494,12 +504,12 @@ fn endpoints(port: &ServicePort) -> Vec<Endpoint> {
     eps
 }
 
-pub(crate) fn render_service(svc: &Service, cluster_cidr: Option<Ipv4Net>) -> Fragment {
+pub(crate) fn render_service(svc: &Service, family: Family, cluster_cidr: Option<IpNet>) -> Fragment {
     let mut f = Fragment::default();
     if let Some(vip) = svc.cluster_ip {
         f.elem(CLUSTER_IPS, Key::Addr(vip), None);
     }
-    let mut external: Vec<Ipv4Addr> = svc.external_ips.iter().chain(&svc.load_balancer_ips).copied().collect();
+    let mut external: Vec<IpAddr> = svc.external_ips.iter().chain(&svc.load_balancer_ips).copied().collect();
     external.sort();
     external.dedup();
     for port in &svc.ports {
@@ -517,11 +527,22 @@ pub(crate) fn render_service(svc: &Service, cluster_cidr: Option<Ipv4Net>) -> Fr
             }
         };
         let proto = port.protocol;
-        let svc_key = |ip: Ipv4Addr| Key::AddrProtoPort(ip, proto, port.port);
+        let svc_key = |ip: IpAddr| Key::AddrProtoPort(ip, proto, port.port);
         let np_key = |np: u16| Key::ProtoPort(proto, np);
 
         if let Some(timeout) = svc.session_affinity_timeout {
-            render_affinity(svc, port, &all, cluster_eps, external_eps, timeout, cluster_cidr, &external, &mut f);
+            render_affinity(
+                svc,
+                port,
+                &all,
+                cluster_eps,
+                external_eps,
+                timeout,
+                family,
+                cluster_cidr,
+                &external,
+                &mut f,
+            );
             if let Some(vip) = svc.cluster_ip.filter(|_| cluster_eps.is_empty()) {
                 f.elem(NO_ENDPOINT_SERVICES, svc_key(vip), Some(empty(svc.internal_traffic_local)));
             }
@@ -536,7 +557,7 @@ pub(crate) fn render_service(svc: &Service, cluster_cidr: Option<Ipv4Net>) -> Fr
             continue;
         }
 
-        let dispatch = |f: &mut Fragment, ip: Ipv4Addr, eps: &[Endpoint], kind: SelectKind, local_policy: bool| {
+        let dispatch = |f: &mut Fragment, ip: IpAddr, eps: &[Endpoint], kind: SelectKind, local_policy: bool| {
             if eps.is_empty() {
                 f.elem(NO_ENDPOINT_SERVICES, svc_key(ip), Some(empty(local_policy)));
                 return;
@@ -593,10 +614,12 @@ fn render_affinity(
     cluster_eps: &[Endpoint],
     external_eps: &[Endpoint],
     timeout: u32,
-    cluster_cidr: Option<Ipv4Net>,
-    external: &[Ipv4Addr],
+    family: Family,
+    cluster_cidr: Option<IpNet>,
+    external: &[IpAddr],
     f: &mut Fragment,
 ) {
+    let l3 = family.nft();
     let proto = port.protocol.as_str();
     let id = format!("{}/{}/{}/{}", svc.namespace, svc.name, proto, port.port);
     // nft's syntax allows `/`, `.` and `-` in a name, not `:`
@@ -608,7 +631,7 @@ fn render_affinity(
             ep_set(ep),
             SetDecl {
                 is_map: false,
-                key: json!("ipv4_addr"),
+                key: json!(family.addr_type()),
                 data: None,
                 // rules add to it: `dynamic`, as the kernel would flag it anyway
                 flags: vec!["dynamic", "timeout"],
@@ -621,7 +644,7 @@ fn render_affinity(
             Chain {
                 base: None,
                 rules: vec![
-                    vec![json!({"set": {"op": "update", "elem": payload("ip", "saddr"), "set": format!("@{}", ep_set(ep))}})],
+                    vec![json!({"set": {"op": "update", "elem": payload(l3, "saddr"), "set": format!("@{}", ep_set(ep))}})],
                     vec![
                         matches("==", meta("l4proto"), json!(proto)),
                         json!({"dnat": {"addr": ep.ip.to_string(), "port": ep.port}}),
@@ -633,9 +656,7 @@ fn render_affinity(
     let pick = |eps: &[Endpoint]| -> Vec<Vec<Value>> {
         let mut rules: Vec<Vec<Value>> = eps
             .iter()
-            .map(|ep| {
-                vec![matches("==", payload("ip", "saddr"), json!(format!("@{}", ep_set(ep)))), goto(&ep_chain(ep))]
-            })
+            .map(|ep| vec![matches("==", payload(l3, "saddr"), json!(format!("@{}", ep_set(ep)))), goto(&ep_chain(ep))])
             .collect();
         if eps.len() == 1 {
             rules.push(vec![goto(&ep_chain(&eps[0]))]);
@@ -648,11 +669,11 @@ fn render_affinity(
         }
         rules
     };
-    let svc_key = |ip: Ipv4Addr| Key::AddrProtoPort(ip, port.protocol, port.port);
+    let svc_key = |ip: IpAddr| Key::AddrProtoPort(ip, port.protocol, port.port);
     if let (Some(vip), false) = (svc.cluster_ip, cluster_eps.is_empty()) {
         let mut rules = Vec::new();
         if let Some(cidr) = cluster_cidr {
-            rules.push(vec![matches("!=", payload("ip", "saddr"), prefix(cidr)), jump(MARK_FOR_MASQUERADE)]);
+            rules.push(vec![matches("!=", payload(l3, "saddr"), prefix(cidr)), jump(MARK_FOR_MASQUERADE)]);
         }
         rules.extend(pick(cluster_eps));
         let chain = format!("svc-{id}");
@@ -690,7 +711,7 @@ pub(crate) fn matches(op: &str, left: Value, right: Value) -> Value {
     json!({"match": {"op": op, "left": left, "right": right}})
 }
 
-pub(crate) fn prefix(net: Ipv4Net) -> Value {
+pub(crate) fn prefix(net: IpNet) -> Value {
     json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
 }
 

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use super::nfnl::{Batch, Conn};
 use super::render::{
     render, render_global, render_service, service_key, Chain, Data, Fragment, Key, Ruleset, Select, SetDecl,
-    DYNAMIC_CHAIN_PREFIXES, DYNAMIC_SET_PREFIX, FAMILY, RETIRED_SETS, TABLE,
+    DYNAMIC_CHAIN_PREFIXES, DYNAMIC_SET_PREFIX, RETIRED_SETS, TABLE,
 };
 use super::{nft, text};
-use super::{ProxyState, Service};
+use super::{Family, ProxyState, Service};
 use crate::Result;
 
 /// Names of the chains and sets already in the kernel's table.
@@ -32,46 +32,52 @@ pub(crate) struct Existing {
 
 /// Commands of one transaction, in the order nft must see them, each one
 /// line of nft's syntax.
-#[derive(Default)]
 struct Tx {
+    /// The table's family (`ip`, `ip6`).
+    family: &'static str,
     cmds: Vec<String>,
 }
 
 impl Tx {
+    fn new(family: Family) -> Tx {
+        Tx { family: family.nft(), cmds: Vec::new() }
+    }
+
     fn add_table(&mut self) {
-        self.cmds.push(format!("add table {FAMILY} {TABLE}"));
+        let family = self.family;
+        self.cmds.push(format!("add table {family} {TABLE}"));
     }
 
     fn add_set(&mut self, name: &str, decl: &SetDecl) {
         let kind = if decl.is_map { "map" } else { "set" };
-        self.cmds.push(format!("add {kind} {FAMILY} {TABLE} {name} {}", text::set_spec(decl)));
+        self.cmds.push(format!("add {kind} {} {TABLE} {name} {}", self.family, text::set_spec(decl)));
     }
 
     fn delete_set(&mut self, name: &str) {
-        self.cmds.push(format!("delete set {FAMILY} {TABLE} {name}"));
+        self.cmds.push(format!("delete set {} {TABLE} {name}", self.family));
     }
 
     fn add_chain(&mut self, name: &str, chain: &Chain) {
         match chain.base {
             Some(b) => self.cmds.push(format!(
-                "add chain {FAMILY} {TABLE} {name} {{ type {} hook {} priority {} ; policy accept ; }}",
-                b.kind, b.hook, b.prio
+                "add chain {} {TABLE} {name} {{ type {} hook {} priority {} ; policy accept ; }}",
+                self.family, b.kind, b.hook, b.prio
             )),
-            None => self.cmds.push(format!("add chain {FAMILY} {TABLE} {name}")),
+            None => self.cmds.push(format!("add chain {} {TABLE} {name}", self.family)),
         }
     }
 
     fn flush_chain(&mut self, name: &str) {
-        self.cmds.push(format!("flush chain {FAMILY} {TABLE} {name}"));
+        self.cmds.push(format!("flush chain {} {TABLE} {name}", self.family));
     }
 
     fn delete_chain(&mut self, name: &str) {
-        self.cmds.push(format!("delete chain {FAMILY} {TABLE} {name}"));
+        self.cmds.push(format!("delete chain {} {TABLE} {name}", self.family));
     }
 
     fn add_rules(&mut self, name: &str, chain: &Chain) {
         for rule in &chain.rules {
-            self.cmds.push(format!("add rule {FAMILY} {TABLE} {name} {}", text::rule(rule)));
+            self.cmds.push(format!("add rule {} {TABLE} {name} {}", self.family, text::rule(rule)));
         }
     }
 
@@ -161,15 +167,20 @@ impl Plan {
 /// refilled in one element batch, then the proxy's chains and sets that
 /// `existing` has and the state does not removed. ClientIP affinity sets
 /// that stay are not flushed (clients keep their endpoints).
-pub(crate) fn full_plan(parts: &[&Fragment], selects: &BTreeMap<String, Chain>, existing: &Existing) -> Plan {
+pub(crate) fn full_plan(
+    family: Family,
+    parts: &[&Fragment],
+    selects: &BTreeMap<String, Chain>,
+    existing: &Existing,
+) -> Plan {
     let mut sets: BTreeMap<&str, &SetDecl> = BTreeMap::new();
     let mut chains: BTreeMap<&str, &Chain> = selects.iter().map(|(n, c)| (n.as_str(), c)).collect();
     for f in parts {
         sets.extend(f.sets.iter().map(|(n, d)| (n.as_str(), d)));
         chains.extend(f.chains.iter().map(|(n, c)| (n.as_str(), c)));
     }
-    let mut pre = Tx::default();
-    let mut elements = Batch::new();
+    let mut pre = Tx::new(family);
+    let mut elements = Batch::new(family);
     pre.add_table();
     for (&name, &decl) in &sets {
         if name.starts_with(DYNAMIC_SET_PREFIX) {
@@ -203,7 +214,7 @@ pub(crate) fn full_plan(parts: &[&Fragment], selects: &BTreeMap<String, Chain>, 
             elements.add(set, key, data.as_ref());
         }
     }
-    let mut post = Tx::default();
+    let mut post = Tx::new(family);
     let stale_chains: Vec<&String> = existing
         .chains
         .iter()
@@ -228,7 +239,7 @@ pub(crate) fn full_plan(parts: &[&Fragment], selects: &BTreeMap<String, Chain>, 
 /// input, and the element batch line by line (for tests).
 #[cfg(test)]
 pub(crate) fn full_plan_text(parts: &[&Fragment], selects: &BTreeMap<String, Chain>) -> (String, Vec<String>) {
-    let plan = full_plan(parts, selects, &Existing::default());
+    let plan = full_plan(Family::V4, parts, selects, &Existing::default());
     (plan.pre.into_string(), plan.elements.log)
 }
 
@@ -257,7 +268,7 @@ pub struct SyncStats {
 }
 
 struct Applied {
-    cluster_cidr: Option<ipnet::Ipv4Net>,
+    cluster_cidr: Option<ipnet::IpNet>,
     global: Fragment,
     /// namespace/name → (the Service as applied, its fragment)
     services: HashMap<String, (Service, Fragment)>,
@@ -271,6 +282,7 @@ struct Applied {
 /// and calls it from its proxy loop.
 pub struct Proxy {
     netns: Option<PathBuf>,
+    family: Family,
     /// The netlink socket element batches go out on (opened at the first).
     conn: Option<Conn>,
     applied: Option<Applied>,
@@ -283,13 +295,30 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for this process's network namespace (the node's).
     pub fn new() -> Proxy {
-        Proxy { netns: None, conn: None, applied: None, full_every: Duration::from_secs(3600), last_full: None }
+        Proxy {
+            netns: None,
+            family: Family::V4,
+            conn: None,
+            applied: None,
+            full_every: Duration::from_secs(3600),
+            last_full: None,
+        }
     }
 
     /// A proxy that programs the network namespace pinned at `path` (tests,
     /// and nodes that are namespaces).
     pub fn in_netns(path: impl Into<PathBuf>) -> Proxy {
         Proxy { netns: Some(path.into()), ..Proxy::new() }
+    }
+
+    /// The proxy of `family`'s table (IPv4 unless set): its states must be of it.
+    pub fn with_family(mut self, family: Family) -> Proxy {
+        self.family = family;
+        self
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     /// How often [`Proxy::sync`] does a full resync regardless (an hour unless set).
@@ -306,6 +335,11 @@ impl Proxy {
     /// changed since the last sync, in full at the first sync, when the
     /// cluster-wide settings or HostPorts changed, and periodically.
     pub fn sync(&mut self, state: &ProxyState) -> Result<SyncStats> {
+        if state.family != self.family {
+            return Err(crate::Error::Nftables {
+                message: format!("the {} proxy was given an {} state", self.family, state.family),
+            });
+        }
         let due = self.last_full.is_none_or(|t| t.elapsed() >= self.full_every);
         match &self.applied {
             Some(a) if !due && a.cluster_cidr == state.cluster_cidr => {
@@ -333,11 +367,11 @@ impl Proxy {
                     .collect(),
                 sets: a.services.values().flat_map(|(_, f)| f.sets.keys().cloned()).collect(),
             },
-            None => nft::existing(self.netns.as_deref())?,
+            None => nft::existing(self.netns.as_deref(), self.family)?,
         };
         let selects = ruleset.select_chains();
         let parts: Vec<&Fragment> = std::iter::once(&ruleset.global).chain(ruleset.services.values()).collect();
-        let plan = full_plan(&parts, &selects, &existing);
+        let plan = full_plan(self.family, &parts, &selects, &existing);
         let commands = plan.commands();
         let render_time = started.elapsed();
         let t = Instant::now();
@@ -382,7 +416,7 @@ impl Proxy {
             match applied.services.get(&key) {
                 Some((old, _)) if old == svc => {}
                 _ => {
-                    let f = render_service(svc, applied.cluster_cidr);
+                    let f = render_service(svc, self.family, applied.cluster_cidr);
                     changed.push((key.clone(), Some((svc.clone(), f))));
                 }
             }
@@ -418,10 +452,11 @@ impl Proxy {
         let selects: BTreeMap<String, Chain> = Ruleset {
             services: [(String::new(), Fragment { selects: new_selects.clone(), ..Default::default() })].into(),
             cluster_cidr,
+            family: self.family,
             ..Default::default()
         }
         .select_chains();
-        let plan = diff.plan(&selects);
+        let plan = diff.plan(self.family, &selects);
         if plan.is_empty() {
             // the Services changed in ways that render the same
             for (key, new) in changed {
@@ -477,7 +512,7 @@ impl Proxy {
 
     /// The UDP side of the table in the kernel now (see [`super::UdpState::programmed`]).
     pub fn programmed_udp_state(&self) -> Result<super::UdpState> {
-        super::UdpState::programmed(self.netns.as_deref())
+        super::UdpState::programmed(self.netns.as_deref(), self.family)
     }
 }
 
@@ -533,8 +568,8 @@ impl<'a> Diff<'a> {
         }
     }
 
-    fn plan(&self, selects: &BTreeMap<String, Chain>) -> Plan {
-        let (mut pre, mut elements, mut post) = (Tx::default(), Batch::new(), Tx::default());
+    fn plan(&self, family: Family, selects: &BTreeMap<String, Chain>) -> Plan {
+        let (mut pre, mut elements, mut post) = (Tx::new(family), Batch::new(family), Tx::new(family));
         // a set whose declaration changed (an affinity timeout) is declared
         // again together with the chain that uses it
         let redeclared: BTreeSet<&str> =
@@ -606,11 +641,11 @@ mod tests {
     #[test]
     fn an_endpoint_change_touches_only_that_services_elements() {
         let cidr = Some("10.244.0.0/16".parse().unwrap());
-        let old = render_service(&web(&["10.244.0.2", "10.244.0.3"]), cidr);
-        let new = render_service(&web(&["10.244.0.2", "10.244.0.4"]), cidr);
+        let old = render_service(&web(&["10.244.0.2", "10.244.0.3"]), Family::V4, cidr);
+        let new = render_service(&web(&["10.244.0.2", "10.244.0.4"]), Family::V4, cidr);
         let mut diff = Diff::default();
         diff.add(&old, &new);
-        let plan = diff.plan(&BTreeMap::new());
+        let plan = diff.plan(Family::V4, &BTreeMap::new());
         assert!(plan.pre.is_empty() && plan.post.is_empty(), "no nft run for an endpoint change");
         assert_eq!(
             plan.elements.log,
@@ -624,14 +659,14 @@ mod tests {
     #[test]
     fn a_new_endpoint_count_adds_its_shared_chain_once() {
         let cidr = Some("10.244.0.0/16".parse().unwrap());
-        let old = render_service(&web(&["10.244.0.2", "10.244.0.3"]), cidr);
-        let new = render_service(&web(&["10.244.0.2"]), cidr);
+        let old = render_service(&web(&["10.244.0.2", "10.244.0.3"]), Family::V4, cidr);
+        let new = render_service(&web(&["10.244.0.2"]), Family::V4, cidr);
         let mut diff = Diff::default();
         diff.add(&old, &new);
         let selects =
             Ruleset { services: [(String::new(), new.clone())].into(), cluster_cidr: cidr, ..Default::default() }
                 .select_chains();
-        let plan = diff.plan(&selects);
+        let plan = diff.plan(Family::V4, &selects);
         // verb, kind, and the name after "ip skiff"
         let verbs: Vec<String> = plan
             .pre
@@ -664,7 +699,7 @@ mod tests {
             sets: ["affinity-gone/x/tcp/80/10.0.0.1/80".to_string(), "cluster-endpoints".to_string()].into(),
         };
         let ruleset = render(&ProxyState::default());
-        let plan = full_plan(&[&ruleset.global], &BTreeMap::new(), &existing);
+        let plan = full_plan(Family::V4, &[&ruleset.global], &BTreeMap::new(), &existing);
         let pre = plan.pre.into_string();
         assert!(!pre.contains("delete "), "nothing is removed before the elements switch: {pre}");
         let tx = plan.post.into_string();

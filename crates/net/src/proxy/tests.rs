@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn ip(s: &str) -> std::net::Ipv4Addr {
+fn ip(s: &str) -> std::net::IpAddr {
     s.parse().unwrap()
 }
 
@@ -29,6 +29,7 @@ fn web() -> Service {
 
 fn state(services: Vec<Service>) -> ProxyState {
     ProxyState {
+        family: Family::V4,
         cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
         pod_cidr: Some("10.244.0.0/30".parse().unwrap()),
         services,

@@ -7,15 +7,16 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::render::{Fragment, SetDecl, FAMILY, TABLE};
+use super::render::{Fragment, SetDecl, TABLE};
+use super::Family;
 
-pub(crate) fn table(all: &Fragment) -> String {
-    let mut out = format!("table {FAMILY} {TABLE} {{\n");
+pub(crate) fn table(family: Family, all: &Fragment) -> String {
+    let mut out = format!("table {} {TABLE} {{\n", family.nft());
     for (name, decl) in &all.sets {
         let kind = if decl.is_map { "map" } else { "set" };
         let _ = writeln!(out, "\t{kind} {name} {{");
         let key = key_type(&decl.key);
-        match decl.data {
+        match &decl.data {
             Some(d) => {
                 let _ = writeln!(out, "\t\ttype {key} : {d}");
             }
@@ -65,13 +66,13 @@ pub(crate) fn rule(stmts: &[Value]) -> String {
 /// The body of `add set|map …`: `{ type … ; flags … ; timeout … ; }`.
 pub(crate) fn set_spec(decl: &SetDecl) -> String {
     let mut out = String::from("{ ");
-    match decl.type_of {
+    match &decl.type_of {
         Some(t) => {
             let _ = write!(out, "typeof {t} ; ");
         }
         None => {
             let _ = write!(out, "type {}", key_type(&decl.key));
-            if let Some(d) = decl.data {
+            if let Some(d) = &decl.data {
                 let _ = write!(out, " : {d}");
             }
             out.push_str(" ; ");
@@ -118,9 +119,14 @@ fn stmt(v: &Value) -> String {
             if body["family"].is_string() {
                 let _ = write!(s, " {}", body["family"].as_str().unwrap_or_default());
             }
-            let _ = write!(s, " to {}", expr(&body["addr"]));
-            if !body["port"].is_null() {
-                let _ = write!(s, ":{}", expr(&body["port"]));
+            let addr = expr(&body["addr"]);
+            if body["port"].is_null() {
+                let _ = write!(s, " to {addr}");
+            } else if body["addr"].as_str().is_some_and(|a| a.contains(':')) {
+                // an IPv6 address with a port
+                let _ = write!(s, " to [{addr}]:{}", expr(&body["port"]));
+            } else {
+                let _ = write!(s, " to {addr}:{}", expr(&body["port"]));
             }
             s
         }

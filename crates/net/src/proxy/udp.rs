@@ -4,14 +4,14 @@
 //! Services last applied or, after a restart, from the kernel's table.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
 
 use super::render::{
     cluster_endpoints, nodeport_endpoints, Data, Fragment, Key, SERVICE_IPS, SERVICE_NODEPORTS, TABLE,
 };
-use super::Protocol;
+use super::{Family, Protocol};
 use crate::{netns, Error, Result};
 
 /// The UDP side of a table.
@@ -48,13 +48,14 @@ impl UdpState {
 
     fn add_element(&mut self, set: &str, key: &Key, data: Option<&Data>) {
         let endpoint_map = set == cluster_endpoints(Protocol::Udp) || set == nodeport_endpoints(Protocol::Udp);
+        // conntrack cleanup is IPv4's so far
         match (set, key, data) {
-            (_, Key::AddrProtoPortIndex(..) | Key::ProtoPortIndex(..), Some(Data::AddrPort(ip, port)))
+            (_, Key::AddrProtoPortIndex(..) | Key::ProtoPortIndex(..), Some(Data::AddrPort(IpAddr::V4(ip), port)))
                 if endpoint_map =>
             {
                 self.endpoints.insert((*ip, *port));
             }
-            (SERVICE_IPS, Key::AddrProtoPort(ip, Protocol::Udp, port), _) => {
+            (SERVICE_IPS, Key::AddrProtoPort(IpAddr::V4(ip), Protocol::Udp, port), _) => {
                 self.active.insert((Some(*ip), *port));
             }
             (SERVICE_NODEPORTS, Key::ProtoPort(Protocol::Udp, port), _) => {
@@ -78,7 +79,10 @@ impl UdpState {
     /// Read it from the kernel's table (empty when there is none): what an
     /// agent that restarts compares its first sync with. Lists the four maps
     /// with their elements, which takes nft about a second per 100,000.
-    pub fn programmed(netns_path: Option<&Path>) -> Result<UdpState> {
+    pub fn programmed(netns_path: Option<&Path>, family: Family) -> Result<UdpState> {
+        if family != Family::V4 {
+            return Ok(UdpState::default());
+        }
         let read = || -> Result<UdpState> {
             let mut state = UdpState::default();
             for set in
@@ -101,7 +105,7 @@ impl UdpState {
                     state.add_listed(set, &key, data.as_deref());
                 }
             }
-            for chain in super::nft::existing(None)?.chains {
+            for chain in super::nft::existing(None, Family::V4)?.chains {
                 state.add_chain_name(&chain);
             }
             Ok(state)
