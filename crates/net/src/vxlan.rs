@@ -96,7 +96,7 @@ pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, pod_cidr: Ipv4Net, mtu
     }
     let (idx, mac) = link(h, DEVICE).await?.ok_or_else(|| nl(format!("{DEVICE} vanished")))?;
     let vtep = vtep_address(pod_cidr);
-    let has = crate::bridge::has_address(h, idx, vtep, 32).await?;
+    let has = crate::bridge::has_address(h, idx, IpAddr::V4(vtep), 32).await?;
     if !has {
         h.address()
             .add(idx, IpAddr::V4(vtep), 32)
