@@ -28,7 +28,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use serde_json::json;
 
 use crate::ipam::{first_host, Ipam};
@@ -262,6 +262,15 @@ impl Inner {
             let idx = ensure_bridge(&h, &bridge, gateway, prefix, mtu).await?;
             if let Some((gw6, prefix6)) = gateway6 {
                 ensure_address(&h, idx, &bridge, IpAddr::V6(gw6), prefix6).await?;
+                // Without an MLD querier, multicast snooping sometimes drops a pod's neighbour
+                // solicitation for the gateway (the first packet to another node then waits 1 s
+                // for the retry); flooded like broadcast, neighbour discovery is as reliable as ARP.
+                tracing::debug!(bridge, "netlink: multicast snooping off");
+                h.link()
+                    .change(LinkMessageBuilder::<LinkBridge>::new(&bridge).index(idx).mcast_snooping(false).build())
+                    .execute()
+                    .await
+                    .map_err(|e| nl(format!("turning multicast snooping off on {bridge}: {e}")))?;
             }
             let vtep_mac = match vxlan {
                 Some(v) => {

@@ -423,6 +423,8 @@ async fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
     assert_eq!(fwd.unwrap().unwrap().trim(), "1");
     // start is idempotent
     net.start().await.unwrap();
+    let bridge = ip_output(&node, &["-d", "link", "show", "skiff0"]);
+    assert!(bridge.contains("mcast_snooping 0"), "{bridge}");
 
     let (p1, p2) = (world.netns("p1"), world.netns("p2"));
     let ips1 = net.setup(&pod("p1"), &p1).await.unwrap().ips;
