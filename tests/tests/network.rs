@@ -684,3 +684,32 @@ fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
     // IPv4 keeps working beside it
     assert_eq!(c.http_get(&client_ns, &format!("http://{}:8080/", ip_of(w2))).unwrap().trim(), "Hello from web-2");
 }
+
+/// The VXLAN backend carries the pods' IPv6 too: through the same (IPv4)
+/// tunnel, via a route to the other node's IPv6 podCIDR on the VXLAN
+/// device, with no NAT between the pods.
+#[test]
+fn dual_stack_pods_reach_each_other_over_vxlan() {
+    let c = Nodes::start(NodesOptions {
+        dual_stack: true,
+        node_flags: vec!["--flannel-backend=vxlan".into()],
+        ..Default::default()
+    });
+    let (n1, n2) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
+    c.apply(&web_pod("vx6-1", &n1, "vx6", ""));
+    c.apply(&web_pod("vx6-2", &n2, "vx6", ""));
+    let pods = c.wait_pods_ready("app=vx6", 2, Duration::from_secs(90));
+    let (p1, p2) = (by_name(&pods, "vx6-1"), by_name(&pods, "vx6-2"));
+    let (a1, a2) = (pod_ips(p1)[1].clone(), pod_ips(p2)[1].clone());
+    for (from, to, addr, peer) in [(p1, "vx6-2", &a2, &a1), (p2, "vx6-1", &a1, &a2)] {
+        let ns = c.pod_netns(from);
+        let started = Instant::now();
+        assert_eq!(c.http_get(&ns, &format!("http://[{addr}]:8080/")).unwrap().trim(), format!("Hello from {to}"));
+        assert!(started.elapsed() < Duration::from_millis(900), "first GET took {:?}", started.elapsed());
+        let seen = c.http_get(&ns, &format!("http://[{addr}]:8080/cgi-bin/ip")).unwrap();
+        assert_eq!(&plain(&seen), peer);
+    }
+    let out = Command::new("ip").args(["-n", &c.nodes[0].ns_name, "-6", "route", "show", "proto", "99"]).output();
+    let routes = String::from_utf8_lossy(&out.unwrap().stdout).into_owned();
+    assert!(routes.contains("dev skiff.vxlan") && routes.contains("onlink"), "IPv6 routes on node 1: {routes}");
+}

@@ -6,7 +6,8 @@
 //! Dual-stack: when `--cluster-cidr` has an IPv6 range and the server gave
 //! the node an IPv6 podCIDR (node.spec.podCIDRs), pods get an IPv6 address
 //! too and the host-gw routes cover the other nodes' IPv6 podCIDRs via their
-//! IPv6 InternalIPs. The VXLAN backend carries IPv4 only.
+//! IPv6 InternalIPs; the VXLAN backend carries IPv6 through the same
+//! (IPv4) tunnel and needs no IPv6 node address.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -158,6 +159,7 @@ pub fn vxlan_peers(nodes: &[Arc<Node>], own: &str) -> Vec<skiff_net::vxlan::Vxla
                 pod_cidr,
                 node_ip: internal_ipv4(n)?,
                 mac: skiff_net::vxlan::parse_mac(mac)?,
+                pod_cidr_v6: pod_cidr_v6(n),
             })
         })
         .collect();
@@ -212,7 +214,7 @@ pub async fn start(
         }
         (None, None) => None,
     };
-    if bridge_cfg.ipv6.is_some() && cfg.node_ip_v6.is_none() {
+    if bridge_cfg.ipv6.is_some() && cfg.node_ip_v6.is_none() && opts.backend == Backend::HostGw {
         tracing::warn!(
             "this node has no IPv6 address to advertise (pass it in --node-ip): other nodes cannot route to its pods' \
              IPv6 addresses"
@@ -411,6 +413,17 @@ mod tests {
                 .collect();
         assert_eq!(peer_routes(&nodes, "a"), want);
         assert_eq!(pod_cidr_v6(&nodes[1]), Some("fd00:10:244:1::/64".parse().unwrap()));
+    }
+
+    #[test]
+    fn vxlan_peers_carry_their_ipv6_pod_cidr() {
+        let mut b = (*dual_node("b", &["10.244.1.0/24", "fd00:10:244:1::/64"], &["198.18.0.2"])).clone();
+        b.metadata.annotations = Some([(VTEP_MAC_ANNOTATION.to_string(), "0a:1b:2c:3d:4e:5f".to_string())].into());
+        let nodes = vec![dual_node("a", &["10.244.0.0/24", "fd00:10:244::/64"], &["198.18.0.1"]), Arc::new(b)];
+        let peers = vxlan_peers(&nodes, "a");
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].pod_cidr_v6, Some("fd00:10:244:1::/64".parse().unwrap()));
+        assert_eq!(peers[0].node_ip, Ipv4Addr::new(198, 18, 0, 2));
     }
 
     #[test]

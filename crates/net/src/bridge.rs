@@ -8,7 +8,7 @@
 //! addresses (added without duplicate address detection, so they work at
 //! once), host-gw routes cover both families, and IPv6 egress is
 //! masqueraded in the table `ip6 skiff-podnet`, which only the pod network
-//! writes. The VXLAN backend carries IPv4 only.
+//! writes. The VXLAN backend carries both families (see [`crate::vxlan`]).
 //!
 //! Every netlink call runs on a dedicated thread that has joined the right
 //! namespace (the node's or the pod's) and opens its socket there, so the
@@ -284,12 +284,6 @@ impl Inner {
         self.masquerade_egress()?;
         if let Some(v6) = self.cfg.ipv6 {
             self.masquerade_egress_v6(v6.cluster_cidr)?;
-            if vtep_mac.is_some() {
-                tracing::warn!(
-                    "the VXLAN backend carries IPv4 only: pods get IPv6 addresses, but reach other nodes' pods over \
-                     IPv6 only with --flannel-backend=host-gw"
-                );
-            }
         }
         let gateway_v6 = gateway6.map(|(g, _)| g);
         tracing::info!(bridge = %self.cfg.bridge, %gateway, ?gateway_v6, mtu, bridge_netfilter, vxlan = vtep_mac.is_some(), "pod network ready");
@@ -565,19 +559,30 @@ impl Inner {
 
     fn set_vxlan_peers(&self, peers: Vec<crate::vxlan::VxlanPeer>) -> Result<()> {
         let own = self.cfg.pod_cidr;
-        let mut want: Vec<crate::vxlan::VxlanPeer> = peers.into_iter().filter(|p| p.pod_cidr.trunc() != own).collect();
+        let own6 = self.cfg.ipv6.map(|v6| v6.pod_cidr.trunc());
+        let mut want: Vec<crate::vxlan::VxlanPeer> = peers
+            .into_iter()
+            .filter(|p| p.pod_cidr.trunc() != own)
+            .map(|mut p| {
+                // IPv6 only between dual-stack nodes
+                p.pod_cidr_v6 = p.pod_cidr_v6.filter(|c| own6.is_some() && Some(c.trunc()) != own6);
+                p
+            })
+            .collect();
         want.sort();
         want.dedup();
         netlink(self.node_ns(), &self.node_label(), move |h| async move {
             let idx = link_index(&h, crate::vxlan::DEVICE)
                 .await?
                 .ok_or_else(|| nl(format!("{} is missing: start the pod network first", crate::vxlan::DEVICE)))?;
-            let routes: Vec<(IpNet, IpAddr)> = want
-                .iter()
-                .map(|p| (IpNet::V4(p.pod_cidr.trunc()), IpAddr::V4(crate::vxlan::vtep_address(p.pod_cidr))))
-                .collect();
-            // IPv4 only: the VXLAN backend carries no IPv6
-            for (msg, net, gw) in skiff_routes(&h).await?.into_iter().filter(|(_, n, _)| n.network().is_ipv4()) {
+            let mut routes: Vec<(IpNet, IpAddr)> = Vec::new();
+            for p in &want {
+                routes.push((IpNet::V4(p.pod_cidr.trunc()), IpAddr::V4(crate::vxlan::vtep_address(p.pod_cidr))));
+                if let Some(cidr6) = p.pod_cidr_v6 {
+                    routes.push((IpNet::V6(cidr6.trunc()), IpAddr::V6(crate::vxlan::vtep_address_v6(&p.mac))));
+                }
+            }
+            for (msg, net, gw) in skiff_routes(&h).await? {
                 if !routes.contains(&(net, gw)) {
                     h.route()
                         .del(msg)
