@@ -539,7 +539,7 @@ fn pod_ips(p: &Value) -> Vec<String> {
 /// an IPv6 EndpointSlice with the pods' IPv6 addresses.
 #[test]
 fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
-    let c = Nodes::start(NodesOptions { dual_stack: true, ..Default::default() });
+    let mut c = Nodes::start(NodesOptions { dual_stack: true, ..Default::default() });
     let (n1, n2) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
     c.apply(&web_pod("web-1", &n1, "web", ""));
     c.apply(&web_pod("web-2", &n2, "web", ""));
@@ -683,6 +683,27 @@ fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
     });
     // IPv4 keeps working beside it
     assert_eq!(c.http_get(&client_ns, &format!("http://{}:8080/", ip_of(w2))).unwrap().trim(), "Hello from web-2");
+
+    // node-2's agent restarts: web-2 keeps both addresses (adopted, not re-wired) and stays reachable over IPv6
+    let before = pod_ips(w2);
+    c.restart_node(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.nodes[1].log().matches("node agent running").count() < 2 {
+        assert!(Instant::now() < deadline, "node-2's agent did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pod_ips(&c.pod("web-2")), before, "web-2's addresses after the agent restart");
+    let body = c.http_get(&client_ns, &format!("http://[{}]:8080/", v6["web-2"])).unwrap();
+    assert_eq!(body.trim(), "Hello from web-2");
+    // a new pod on the restarted node gets an IPv6 address nobody holds
+    c.apply(&web_pod("web-3", &n2, "web3", ""));
+    let w3 = c.wait_pods_ready("app=web3", 1, Duration::from_secs(60)).remove(0);
+    let ips3 = pod_ips(&w3);
+    assert_eq!(ips3.len(), 2, "{ips3:?}");
+    assert!(!v6.values().any(|a| a.to_string() == ips3[1]), "{} handed out twice", ips3[1]);
+    let body = c.http_get(&client_ns, &format!("http://[{}]:8080/", ips3[1])).unwrap();
+    assert_eq!(body.trim(), "Hello from web-3");
 }
 
 /// The VXLAN backend carries the pods' IPv6 too: through the same (IPv4)
