@@ -11,6 +11,14 @@
 //!   host's mount namespace so that containerd sees the pods' namespaces);
 //! - `…-ext`: an "external client" at 198.18.0.100 on the underlay.
 //!
+//! With [`NodesOptions::dual_stack`] the underlay also carries IPv6 from
+//! 2001:2::/48 (RFC 5180's benchmarking range): `ul0` 2001:2::fe/64, node
+//! `i` 2001:2::<i>, the external client 2001:2::100; the server runs with a
+//! dual-stack `--cluster-cidr` (10.244.0.0/16,fd00:10:244::/56) and
+//! `--service-cidr` (10.96.0.0/12,fd00:10:96::/112) and is told its IPv6
+//! address in `--node-ip v4,v6`, while the agents find theirs beside the
+//! IPv4 one (both ways a node learns it are exercised).
+//!
 //! All nodes share one private containerd ([`TestContainerd`]); each agent
 //! labels its containers with its node name. Dropping the fixture stops the
 //! skiff processes (by PID), removes containers, unmounts what the agents
@@ -19,7 +27,7 @@
 //! panics. Nothing touches the machine's own network namespace.
 #![allow(clippy::unwrap_used)]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -40,6 +48,8 @@ pub struct Node {
     pub netns: PathBuf,
     pub ns_name: String,
     pub ip: Ipv4Addr,
+    /// Its IPv6 underlay address (dual-stack fixtures).
+    pub ip6: Option<Ipv6Addr>,
     pub data_dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
@@ -61,13 +71,20 @@ pub struct NodesOptions {
     pub node_flags: Vec<String>,
     /// Extra flags for the server only.
     pub server_flags: Vec<String>,
+    /// IPv6 on the underlay too, and a dual-stack cluster (see the module docs).
+    pub dual_stack: bool,
 }
 
 impl Default for NodesOptions {
     fn default() -> Self {
-        NodesOptions { nodes: 2, node_flags: Vec::new(), server_flags: Vec::new() }
+        NodesOptions { nodes: 2, node_flags: Vec::new(), server_flags: Vec::new(), dual_stack: false }
     }
 }
+
+/// The dual-stack fixture's pod range (`--cluster-cidr`).
+pub const DUAL_CLUSTER_CIDR: &str = "10.244.0.0/16,fd00:10:244::/56";
+/// The dual-stack fixture's Service range (`--service-cidr`).
+pub const DUAL_SERVICE_CIDR: &str = "10.96.0.0/12,fd00:10:96::/112";
 
 /// A multi-node cluster in network namespaces; see the module docs.
 pub struct Nodes {
@@ -76,6 +93,8 @@ pub struct Nodes {
     /// The external client's namespace and address.
     pub external: PathBuf,
     pub external_ip: Ipv4Addr,
+    /// The external client's IPv6 address (dual-stack fixtures).
+    pub external_ip6: Option<Ipv6Addr>,
     /// kubectl/kube-rs access to the server (run them in node 1's namespace).
     pub access: Access,
     namespaces: Vec<String>,
@@ -127,6 +146,7 @@ impl Nodes {
             nodes: Vec::new(),
             external: PathBuf::new(),
             external_ip: Ipv4Addr::new(198, 18, 0, 100),
+            external_ip6: opts.dual_stack.then(|| Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100)),
             access: Access::placeholder(&dir),
             namespaces: Vec::new(),
             dir: dir.clone(),
@@ -138,8 +158,11 @@ impl Nodes {
         let ul = fixture.netns("ul");
         ip_in(&ul, &["link", "add", "ul0", "type", "bridge"]);
         ip_in(&ul, &["addr", "add", "198.18.0.254/15", "dev", "ul0"]);
+        if opts.dual_stack {
+            ip_in(&ul, &["addr", "add", "2001:2::fe/64", "dev", "ul0", "nodad"]);
+        }
         ip_in(&ul, &["link", "set", "ul0", "up"]);
-        let attach = |fixture: &mut Nodes, label: &str, ip: Ipv4Addr| -> (String, PathBuf) {
+        let attach = |fixture: &mut Nodes, label: &str, ip: Ipv4Addr, ip6: Option<Ipv6Addr>| -> (String, PathBuf) {
             let ns = fixture.netns(label);
             // made inside the underlay with its peer straight in the node: never in the machine's namespace
             let outer = format!("v-{label}");
@@ -147,17 +170,23 @@ impl Nodes {
             ip_in(&ns, &["addr", "add", &format!("{ip}/15"), "dev", "eth0"]);
             ip_in(&ns, &["link", "set", "eth0", "up"]);
             ip_in(&ns, &["route", "add", "default", "via", "198.18.0.254"]);
+            if let Some(ip6) = ip6 {
+                // no duplicate address detection: the address works at once
+                ip_in(&ns, &["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
+                ip_in(&ns, &["-6", "route", "add", "default", "via", "2001:2::fe"]);
+            }
             ip_in(&ul, &["link", "set", &outer, "master", "ul0"]);
             ip_in(&ul, &["link", "set", &outer, "up"]);
             (ns.clone(), PathBuf::from(format!("/run/netns/{ns}")))
         };
-        let external_ip = fixture.external_ip;
-        let (_, ext) = attach(&mut fixture, "ext", external_ip);
+        let (external_ip, external_ip6) = (fixture.external_ip, fixture.external_ip6);
+        let (_, ext) = attach(&mut fixture, "ext", external_ip, external_ip6);
         fixture.external = ext;
         fixture.containerd = Some(TestContainerd::start());
         for i in 1..=opts.nodes {
             let ip = Ipv4Addr::new(198, 18, 0, i as u8);
-            let (ns_name, netns) = attach(&mut fixture, &format!("n{i}"), ip);
+            let ip6 = opts.dual_stack.then(|| Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, i as u16));
+            let (ns_name, netns) = attach(&mut fixture, &format!("n{i}"), ip, ip6);
             let data_dir = dir.join(format!("node-{i}"));
             let images = data_dir.join("agent").join("images");
             std::fs::create_dir_all(&images).unwrap();
@@ -167,6 +196,7 @@ impl Nodes {
                 netns,
                 ns_name,
                 ip,
+                ip6,
                 log: dir.join(format!("node-{i}.log")),
                 data_dir,
                 child: None,
@@ -195,14 +225,22 @@ impl Nodes {
 
     fn start_server(&mut self, opts: &NodesOptions) {
         let n = &self.nodes[0];
+        let node_ip = match n.ip6 {
+            Some(ip6) => format!("--node-ip={},{ip6}", n.ip),
+            None => format!("--node-ip={}", n.ip),
+        };
         let mut args: Vec<String> = vec![
             "server".into(),
             format!("--data-dir={}", n.data_dir.display()),
-            format!("--node-ip={}", n.ip),
+            node_ip,
             format!("--node-name={}", n.name),
             format!("--container-runtime-endpoint={}", self.containerd_socket()),
             "--node-monitor-grace-period=20s".into(),
         ];
+        if opts.dual_stack {
+            args.push(format!("--cluster-cidr={DUAL_CLUSTER_CIDR}"));
+            args.push(format!("--service-cidr={DUAL_SERVICE_CIDR}"));
+        }
         args.extend(opts.node_flags.iter().cloned());
         args.extend(opts.server_flags.iter().cloned());
         self.nodes[0].args = args;
@@ -233,6 +271,10 @@ impl Nodes {
             format!("--node-name={}", n.name),
             format!("--container-runtime-endpoint={}", self.containerd_socket()),
         ];
+        if opts.dual_stack {
+            // the IPv6 node address is left for the agent to find
+            args.push(format!("--cluster-cidr={DUAL_CLUSTER_CIDR}"));
+        }
         args.extend(opts.node_flags.iter().cloned());
         self.nodes[i].args = args;
         self.spawn(i);

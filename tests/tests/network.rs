@@ -625,3 +625,285 @@ fn udp_service_getting_its_first_endpoint_deletes_conntrack_entries_made_before(
         other => Err(format!("{other:?}\n{}", c.ruleset(1))),
     });
 }
+
+/// The pod's addresses in status.podIPs.
+fn pod_ips(p: &Value) -> Vec<String> {
+    p["status"]["podIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["ip"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A dual-stack cluster on an IPv4+IPv6 underlay (host-gw): pods get an
+/// IPv4 and an IPv6 address, reach each other over IPv6 on one node and
+/// across nodes with no NAT between them, reach the outside over IPv6
+/// masqueraded as their node's IPv6 address, and a dual-stack Service gets
+/// an IPv6 EndpointSlice with the pods' IPv6 addresses.
+#[test]
+fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
+    let mut c = Nodes::start(NodesOptions { dual_stack: true, ..Default::default() });
+    let (n1, n2) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
+    c.apply(&web_pod("web-1", &n1, "web", ""));
+    c.apply(&web_pod("web-2", &n2, "web", ""));
+    c.apply(&web_pod("client", &n1, "client", ""));
+    c.apply(&service("web", "web", "ClusterIP", "  ipFamilyPolicy: RequireDualStack\n"));
+    let pods = c.wait_pods_ready("app=web", 2, Duration::from_secs(90));
+    let client = c.wait_pods_ready("app=client", 1, Duration::from_secs(60)).remove(0);
+    let (w1, w2) = (by_name(&pods, "web-1"), by_name(&pods, "web-2"));
+
+    // every node reports its IPv6 InternalIP: the server was told it, the agent found it
+    let nodes: Value = serde_json::from_str(&c.kubectl(&["get", "nodes", "-o", "json"]).success().stdout).unwrap();
+    for n in &c.nodes {
+        let node =
+            nodes["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == n.name.as_str()).unwrap();
+        let internal: Vec<&str> = node["status"]["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["type"] == "InternalIP")
+            .filter_map(|a| a["address"].as_str())
+            .collect();
+        assert_eq!(internal, vec![n.ip.to_string(), n.ip6.unwrap().to_string()], "{}", n.name);
+    }
+
+    // both addresses, IPv4 first (podIP stays IPv4), each in its node's podCIDR of that family
+    let cluster6: ipnet::Ipv6Net = "fd00:10:244::/56".parse().unwrap();
+    let mut v6 = std::collections::BTreeMap::new();
+    for p in [w1, w2, &client] {
+        let name = p["metadata"]["name"].as_str().unwrap().to_string();
+        let ips = pod_ips(p);
+        assert_eq!(ips.len(), 2, "{name}: podIPs {ips:?}");
+        assert_eq!(ips[0], ip_of(p), "{name}: podIP is the IPv4 one");
+        let a: std::net::Ipv6Addr = ips[1].parse().unwrap_or_else(|_| panic!("{name}: {ips:?}"));
+        assert!(cluster6.contains(&a), "{name}: {a} outside {cluster6}");
+        v6.insert(name, a);
+    }
+    let node_of = |p: &Value| -> String { p["spec"]["nodeName"].as_str().unwrap().to_string() };
+    let nodes_json: Value = nodes;
+    for p in [w1, w2] {
+        let node =
+            nodes_json["items"].as_array().unwrap().iter().find(|n| n["metadata"]["name"] == node_of(p)).unwrap();
+        let cidrs: Vec<&str> = node["spec"]["podCIDRs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        let net6: ipnet::Ipv6Net = cidrs[1].parse().unwrap();
+        assert!(net6.contains(&v6[p["metadata"]["name"].as_str().unwrap()]), "{cidrs:?}");
+    }
+
+    // host-gw: each node routes the other's IPv6 podCIDR via the other's IPv6 address
+    for (i, other) in [(0, 1), (1, 0)] {
+        let other_node = nodes_json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["metadata"]["name"] == c.nodes[other].name.as_str())
+            .unwrap();
+        let want =
+            format!("{} via {}", other_node["spec"]["podCIDRs"][1].as_str().unwrap(), c.nodes[other].ip6.unwrap());
+        let out = Command::new("ip").args(["-n", &c.nodes[i].ns_name, "-6", "route", "show", "proto", "99"]).output();
+        let routes = String::from_utf8_lossy(&out.unwrap().stdout).into_owned();
+        assert!(routes.contains(&want), "{}: {routes}", c.nodes[i].name);
+    }
+
+    // pod to pod over IPv6: on one node (web-1) and across nodes (web-2, host-gw), real HTTP over TCP
+    let client_ns = c.pod_netns(&client);
+    let started = Instant::now();
+    for (name, addr) in [("web-1", v6["web-1"]), ("web-2", v6["web-2"])] {
+        let t = Instant::now();
+        let body = c.http_get(&client_ns, &format!("http://[{addr}]:8080/")).unwrap();
+        assert_eq!(body.trim(), format!("Hello from {name}"));
+        // the first packet is not lost to neighbour discovery (a SYN retransmit would take 1 s)
+        assert!(t.elapsed() < Duration::from_millis(900), "GET {name} over IPv6 took {:?}", t.elapsed());
+        // the server sees the client pod's own IPv6 address: no NAT pod to pod
+        let seen = c.http_get(&client_ns, &format!("http://[{addr}]:8080/cgi-bin/ip")).unwrap();
+        assert_eq!(plain(&seen), v6["client"].to_string(), "{name} saw");
+    }
+    println!("pod-to-pod over IPv6 (4 requests, one node and across nodes) in {:?}", started.elapsed());
+    // and back: web-2 (node-2) reaches the client on node-1
+    let w2_ns = c.pod_netns(w2);
+    let body = c.http_get(&w2_ns, &format!("http://[{}]:8080/", v6["client"])).unwrap();
+    assert_eq!(body.trim(), "Hello from client");
+
+    // to the outside over IPv6: masqueraded as the node's IPv6 address
+    let ext6 = c.external_ip6.unwrap();
+    let listener = c.in_netns(&c.external.clone(), move || std::net::TcpListener::bind((ext6, 9000)).unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let server = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.len() < 2 && Instant::now() < deadline {
+            let (mut conn, peer) = match listener.accept() {
+                Ok(c) => c,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            use std::io::{Read, Write};
+            let _ = conn.set_nonblocking(false);
+            let mut buf = [0u8; 1024];
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+            let _ = conn.read(&mut buf);
+            let body = format!("{}\n", peer.ip());
+            let _ = write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            seen.push(peer.ip().to_string());
+        }
+        seen
+    });
+    for (p, node) in [(&client, 0), (w2, 1)] {
+        let seen = c.http_get(&c.pod_netns(p), &format!("http://[{ext6}]:9000/")).unwrap();
+        assert_eq!(seen.trim(), c.nodes[node].ip6.unwrap().to_string(), "egress from {}", node_of(p));
+    }
+    assert_eq!(server.join().unwrap().len(), 2);
+    let table = Command::new("ip")
+        .args(["netns", "exec", &c.nodes[0].ns_name, "nft", "list", "table", "ip6", "skiff-podnet"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("masquerade"), "{}", c.ruleset(0));
+
+    // the dual-stack Service: two ClusterIPs, an IPv4 and an IPv6 EndpointSlice with the pods' addresses
+    let families = svc_field(&c, "web", "/spec/ipFamilies/1");
+    assert_eq!(families, "IPv6");
+    let want6: BTreeSet<String> = [v6["web-1"].to_string(), v6["web-2"].to_string()].into();
+    eventually("an IPv6 EndpointSlice with both pods", Duration::from_secs(15), || {
+        let out = c.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out.stdout).map_err(|e| format!("{e}: {}", out.stderr))?;
+        let by_type = |t: &str| -> BTreeSet<String> {
+            v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["addressType"] == t)
+                .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                .filter_map(|e| e["addresses"][0].as_str().map(str::to_string))
+                .collect()
+        };
+        let want4: BTreeSet<String> = [ip_of(w1), ip_of(w2)].into();
+        if by_type("IPv6") == want6 && by_type("IPv4") == want4 {
+            Ok(())
+        } else {
+            Err(format!("IPv4 {:?}, IPv6 {:?}", by_type("IPv4"), by_type("IPv6")))
+        }
+    });
+    // IPv4 keeps working beside it
+    assert_eq!(c.http_get(&client_ns, &format!("http://{}:8080/", ip_of(w2))).unwrap().trim(), "Hello from web-2");
+
+    // node-2's agent restarts: web-2 keeps both addresses (adopted, not re-wired) and stays reachable over IPv6
+    let before = pod_ips(w2);
+    c.restart_node(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.nodes[1].log().matches("node agent running").count() < 2 {
+        assert!(Instant::now() < deadline, "node-2's agent did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pod_ips(&c.pod("web-2")), before, "web-2's addresses after the agent restart");
+    let body = c.http_get(&client_ns, &format!("http://[{}]:8080/", v6["web-2"])).unwrap();
+    assert_eq!(body.trim(), "Hello from web-2");
+    // a new pod on the restarted node gets an IPv6 address nobody holds
+    c.apply(&web_pod("web-3", &n2, "web3", ""));
+    let w3 = c.wait_pods_ready("app=web3", 1, Duration::from_secs(60)).remove(0);
+    let ips3 = pod_ips(&w3);
+    assert_eq!(ips3.len(), 2, "{ips3:?}");
+    assert!(!v6.values().any(|a| a.to_string() == ips3[1]), "{} handed out twice", ips3[1]);
+    let body = c.http_get(&client_ns, &format!("http://[{}]:8080/", ips3[1])).unwrap();
+    assert_eq!(body.trim(), "Hello from web-3");
+}
+
+/// The VXLAN backend carries the pods' IPv6 too: through the same (IPv4)
+/// tunnel, via a route to the other node's IPv6 podCIDR on the VXLAN
+/// device, with no NAT between the pods.
+#[test]
+fn dual_stack_pods_reach_each_other_over_vxlan() {
+    let c = Nodes::start(NodesOptions {
+        dual_stack: true,
+        node_flags: vec!["--flannel-backend=vxlan".into()],
+        ..Default::default()
+    });
+    let (n1, n2) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
+    c.apply(&web_pod("vx6-1", &n1, "vx6", ""));
+    c.apply(&web_pod("vx6-2", &n2, "vx6", ""));
+    let pods = c.wait_pods_ready("app=vx6", 2, Duration::from_secs(90));
+    let (p1, p2) = (by_name(&pods, "vx6-1"), by_name(&pods, "vx6-2"));
+    let (a1, a2) = (pod_ips(p1)[1].clone(), pod_ips(p2)[1].clone());
+    for (from, to, addr, peer) in [(p1, "vx6-2", &a2, &a1), (p2, "vx6-1", &a1, &a2)] {
+        let ns = c.pod_netns(from);
+        let started = Instant::now();
+        assert_eq!(c.http_get(&ns, &format!("http://[{addr}]:8080/")).unwrap().trim(), format!("Hello from {to}"));
+        assert!(started.elapsed() < Duration::from_millis(900), "first GET took {:?}", started.elapsed());
+        let seen = c.http_get(&ns, &format!("http://[{addr}]:8080/cgi-bin/ip")).unwrap();
+        assert_eq!(&plain(&seen), peer);
+    }
+    let out = Command::new("ip").args(["-n", &c.nodes[0].ns_name, "-6", "route", "show", "proto", "99"]).output();
+    let routes = String::from_utf8_lossy(&out.unwrap().stdout).into_owned();
+    assert!(routes.contains("dev skiff.vxlan") && routes.contains("onlink"), "IPv6 routes on node 1: {routes}");
+}
+
+/// IPv6 Services through the agents' `ip6 skiff` tables on a dual-stack
+/// cluster: a RequireDualStack NodePort Service's IPv6 ClusterIP spreads
+/// over pods on both nodes from a pod (whose address the server sees, no
+/// NAT), and a pod reaches itself through it (hairpin); its NodePort answers
+/// the external client on every node's IPv6 address; an IPv6 Service
+/// without endpoints refuses at once.
+#[test]
+fn dual_stack_services_over_ipv6() {
+    let c = Nodes::start(NodesOptions { dual_stack: true, ..Default::default() });
+    let (n1, n2) = (c.nodes[0].name.clone(), c.nodes[1].name.clone());
+    c.apply(&web_pod("web-1", &n1, "web", ""));
+    c.apply(&web_pod("web-2", &n2, "web", ""));
+    c.apply(&web_pod("client", &n1, "client", ""));
+    c.apply(&service("web", "web", "NodePort", "  ipFamilyPolicy: RequireDualStack\n"));
+    c.apply(&service("nobody", "nobody", "ClusterIP", "  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n"));
+    let pods = c.wait_pods_ready("app=web", 2, Duration::from_secs(90));
+    let client = c.wait_pods_ready("app=client", 1, Duration::from_secs(60)).remove(0);
+    let vip6 = svc_field(&c, "web", "/spec/clusterIPs/1");
+    assert!(vip6.contains(':'), "the second ClusterIP is IPv6: {vip6}");
+    let node_port = svc_field(&c, "web", "/spec/ports/0/nodePort");
+    let client_ns = c.pod_netns(&client);
+    let client6 = pod_ips(&client)[1].clone();
+
+    // the ClusterIP spreads over both pods (one on each node) and keeps the client's address
+    let mut seen = BTreeSet::new();
+    eventually("both pods answer the IPv6 ClusterIP", Duration::from_secs(30), || {
+        let body =
+            c.http_get(&client_ns, &format!("http://[{vip6}]/")).map_err(|e| format!("{e}\n{}", c.ruleset(0)))?;
+        seen.insert(body.trim().to_string());
+        if seen.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("only {seen:?}"))
+        }
+    });
+    let peer = c.http_get(&client_ns, &format!("http://[{vip6}]/cgi-bin/ip")).unwrap();
+    assert_eq!(plain(&peer), client6, "no NAT from a pod to a ClusterIP");
+    // hairpin: web-1 reaches itself through the Service
+    let w1 = by_name(&pods, "web-1");
+    let w1_ns = c.pod_netns(w1);
+    eventually("web-1 answers itself through the IPv6 ClusterIP", Duration::from_secs(20), || {
+        match c.http_get(&w1_ns, &format!("http://[{vip6}]/")) {
+            Ok(b) if b.trim() == "Hello from web-1" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    // the NodePort on each node's IPv6 address, from the external client
+    let ext = c.external.clone();
+    for n in &c.nodes {
+        let url = format!("http://[{}]:{node_port}/", n.ip6.unwrap());
+        let body = c.http_get(&ext, &url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(body.starts_with("Hello from web-"), "{url}: {body}");
+    }
+
+    // an IPv6 Service without endpoints refuses at once
+    let nobody6 = svc_field(&c, "nobody", "/spec/clusterIP");
+    assert!(nobody6.contains(':'), "{nobody6}");
+    let t = Instant::now();
+    let err = c.http_get(&client_ns, &format!("http://[{nobody6}]/")).unwrap_err();
+    assert!(err.contains("exit status: 7"), "refused (curl exit 7): {err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "refused within a second (curl itself included): {:?}", t.elapsed());
+    let table = Command::new("ip")
+        .args(["netns", "exec", &c.nodes[1].ns_name, "nft", "list", "table", "ip6", "skiff"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains(&vip6), "{}", c.ruleset(1));
+}

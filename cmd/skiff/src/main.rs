@@ -28,7 +28,7 @@ enum Command {
     /// Print the admin kubeconfig of the server whose data dir is given
     Kubeconfig(KubeconfigArgs),
     /// Run a node agent that joins a server and runs the pods bound to this node
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Import image archives (OCI layout or docker-archive tarballs) for air-gapped nodes, or list images
     #[command(subcommand)]
     Image(ImageCommand),
@@ -51,9 +51,10 @@ struct AgentArgs {
     /// This node's name (default: the hostname)
     #[arg(long)]
     node_name: Option<String>,
-    /// This node's address (default: the address that reaches the server)
-    #[arg(long)]
-    node_ip: Option<IpAddr>,
+    /// This node's address (default: the address that reaches the server); IPv4,IPv6 for a dual-stack node
+    /// (default IPv6 address with a dual --cluster-cidr: the first global one beside the IPv4 address)
+    #[arg(long, value_parser = parse_node_ip)]
+    node_ip: Option<NodeIps>,
     /// Folder for the agent's state (pods, logs, network namespaces under <data-dir>/agent)
     #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
     data_dir: PathBuf,
@@ -170,9 +171,10 @@ struct ServerArgs {
     /// Join token nodes present; generated and stored in the data dir when absent
     #[arg(long, env = "SKIFF_TOKEN")]
     token: Option<String>,
-    /// This node's address (advertised in the `kubernetes` Endpoints and the certificate)
-    #[arg(long)]
-    node_ip: Option<IpAddr>,
+    /// This node's address (advertised in the `kubernetes` Endpoints and the certificate); IPv4,IPv6 for a
+    /// dual-stack node
+    #[arg(long, value_parser = parse_node_ip)]
+    node_ip: Option<NodeIps>,
     /// Range Service ClusterIPs are drawn from; two ranges separated by a comma (one IPv4, one IPv6, the
     /// first is the default family) make Services dual-stack, e.g. 10.96.0.0/12,fd00:10:96::/112
     #[arg(long, default_value = "10.96.0.0/12")]
@@ -275,7 +277,7 @@ fn main() {
     let result = match cli.command {
         Command::Server(args) => run_server(*args),
         Command::Kubeconfig(args) => print_kubeconfig(args),
-        Command::Agent(args) => run_agent(args),
+        Command::Agent(args) => run_agent(*args),
         Command::Image(cmd) => run_image(cmd),
         Command::Logger { path } => skiff_agent::runtime::containerd::logger::run(&path)
             .map_err(|e| anyhow::anyhow!("logger {}: {e}", path.display())),
@@ -310,6 +312,27 @@ fn parse_component(s: &str) -> Result<String, String> {
 
 /// `--cluster-cidr`: one range, or an IPv4 and an IPv6 range, with room for at least one node's podCIDR
 /// (a /24 of IPv4, a /64 of IPv6).
+/// `--node-ip`: the node's address, and a dual-stack node's IPv6 address after a comma.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NodeIps {
+    primary: IpAddr,
+    ipv6: Option<std::net::Ipv6Addr>,
+}
+
+fn parse_node_ip(s: &str) -> Result<NodeIps, String> {
+    let parse = |p: &str| p.trim().parse::<IpAddr>().map_err(|_| format!("{p:?} is not an IP address"));
+    let parts: Vec<&str> = s.split(',').collect();
+    let primary = parse(parts[0])?;
+    match parts.as_slice() {
+        [_] => Ok(NodeIps { primary, ipv6: None }),
+        [_, second] => match (primary, parse(second)?) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => Ok(NodeIps { primary, ipv6: Some(v6) }),
+            _ => Err("two addresses must be an IPv4 one then an IPv6 one, e.g. 192.0.2.7,2001:db8::7".into()),
+        },
+        _ => Err("at most two addresses, IPv4 then IPv6, e.g. 192.0.2.7,2001:db8::7".into()),
+    }
+}
+
 fn parse_cluster_cidr(s: &str) -> Result<DualCidr, String> {
     let cidrs: DualCidr =
         s.parse().map_err(|e| format!("{e}; e.g. 10.244.0.0/16 or 10.244.0.0/16,fd00:10:244::/56"))?;
@@ -441,7 +464,7 @@ fn run_server(args: ServerArgs) -> Result<()> {
     fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir {}: cannot create it", args.data_dir.display()))?;
     let token = join_token(&args.data_dir, args.token.clone())?;
-    let advertise = args.node_ip.unwrap_or(if args.bind_address.is_unspecified() {
+    let advertise = args.node_ip.map(|n| n.primary).unwrap_or(if args.bind_address.is_unspecified() {
         IpAddr::from([127, 0, 0, 1])
     } else {
         args.bind_address
@@ -548,6 +571,7 @@ async fn start_embedded_agent(
     opts.ca_pem = Some(running.tls.ca_cert_pem.clone());
     opts.node_name = args.node_name.clone();
     opts.node_ip = Some(node_ip);
+    opts.node_ip_v6 = args.node_ip.and_then(|n| n.ipv6);
     opts.container_runtime_endpoint = args.container_runtime_endpoint.clone();
     opts.cluster_dns = args.cluster_dns;
     opts.cluster_domain = args.cluster_domain.clone();
@@ -572,15 +596,18 @@ fn run_agent(args: AgentArgs) -> Result<()> {
         // Several servers: the agent talks to a loopback forwarder that fails over between them.
         let (server, _proxy, node_ip) = if servers.len() > 1 {
             let proxy = skiff_agent::client::FailoverProxy::start(servers.clone()).await?;
-            let node_ip =
-                args.node_ip.or_else(|| servers.iter().find_map(|s| skiff_agent::client::local_ip_towards(s)));
+            let node_ip = args
+                .node_ip
+                .map(|n| n.primary)
+                .or_else(|| servers.iter().find_map(|s| skiff_agent::client::local_ip_towards(s)));
             (proxy.url().to_owned(), Some(proxy), node_ip)
         } else {
-            (servers[0].clone(), None, args.node_ip)
+            (servers[0].clone(), None, args.node_ip.map(|n| n.primary))
         };
         let mut opts = skiff_agent::AgentOptions::new(server, args.token.trim(), args.data_dir.join("agent"));
         opts.node_name = args.node_name.clone();
         opts.node_ip = node_ip;
+        opts.node_ip_v6 = args.node_ip.and_then(|n| n.ipv6);
         opts.container_runtime_endpoint = args.container_runtime_endpoint.clone();
         opts.cluster_dns = args.cluster_dns;
         opts.cluster_domain = args.cluster_domain.clone();
@@ -700,4 +727,19 @@ fn run_image(cmd: ImageCommand) -> Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ip_takes_an_ipv6_address_after_the_ipv4_one() {
+        let one = parse_node_ip("192.0.2.7").unwrap();
+        assert_eq!((one.primary, one.ipv6), ("192.0.2.7".parse().unwrap(), None));
+        let two = parse_node_ip("192.0.2.7,2001:db8::7").unwrap();
+        assert_eq!(two.ipv6, Some("2001:db8::7".parse().unwrap()));
+        assert!(parse_node_ip("2001:db8::7,192.0.2.7").unwrap_err().contains("IPv4 one then an IPv6 one"));
+        assert!(parse_node_ip("192.0.2.7,x").unwrap_err().contains("\"x\" is not an IP address"));
+    }
 }

@@ -167,6 +167,10 @@ pub struct AgentOptions {
     pub node_name: Option<String>,
     /// Default: the address this machine uses to reach the server.
     pub node_ip: Option<IpAddr>,
+    /// A dual-stack node's IPv6 InternalIP (the IPv6 entry of `--node-ip`);
+    /// default, when `--cluster-cidr` is dual-stack: the first global IPv6
+    /// address on the interface that holds `node_ip`.
+    pub node_ip_v6: Option<std::net::Ipv6Addr>,
     /// The agent's own directory (pods, logs, netns), e.g. `<data-dir>/agent`.
     pub data_dir: PathBuf,
     pub container_runtime_endpoint: PathBuf,
@@ -187,6 +191,7 @@ impl AgentOptions {
             ca_pem: None,
             node_name: None,
             node_ip: None,
+            node_ip_v6: None,
             data_dir: data_dir.into(),
             container_runtime_endpoint: PathBuf::from("/run/containerd/containerd.sock"),
             containerd_namespace: "k8s.io".into(),
@@ -245,6 +250,21 @@ pub async fn start_agent_with(
     // air gap: archives dropped into <data-dir>/agent/images are imported once
     crate::images::import_dir(&runtime, &opts.data_dir.join("images")).await?;
     let mut config = AgentConfig::new(node_name, node_ip, &opts.data_dir);
+    let dual_stack = opts.network.as_ref().is_some_and(|n| n.cluster_cidr_v6.is_some());
+    config.node_ip_v6 = match opts.node_ip_v6 {
+        Some(ip) => Some(ip),
+        None if dual_stack => match skiff_net::bridge::ipv6_beside(node_ip).await {
+            Ok(found) => {
+                tracing::info!(node_ip = %node_ip, ipv6 = ?found, "this node's IPv6 address (for dual-stack pods)");
+                found
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for this node's IPv6 address failed; pass it in --node-ip");
+                None
+            }
+        },
+        None => None,
+    };
     config.cluster_dns = vec![opts.cluster_dns];
     config.cluster_domain = opts.cluster_domain.clone();
     config.kubelet_port = opts.kubelet_port;

@@ -1,6 +1,6 @@
 //! The agent's configuration.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +11,9 @@ pub struct AgentConfig {
     pub node_name: String,
     /// The node's InternalIP (hostIP of its pods).
     pub node_ip: IpAddr,
+    /// The node's IPv6 InternalIP on a dual-stack node whose `node_ip` is
+    /// IPv4 (reported second, as kubelet does with `--node-ip v4,v6`).
+    pub node_ip_v6: Option<Ipv6Addr>,
     /// Where pods' files, logs and network namespaces live.
     pub data_dir: PathBuf,
     /// The cluster DNS service's address (pods' nameserver).
@@ -43,6 +46,7 @@ impl AgentConfig {
         AgentConfig {
             node_name: node_name.into(),
             node_ip,
+            node_ip_v6: None,
             data_dir: data_dir.into(),
             cluster_dns: vec![IpAddr::from([10, 96, 0, 10])],
             cluster_domain: "cluster.local".into(),
@@ -57,6 +61,12 @@ impl AgentConfig {
             container_runtime_version: "containerd://1.6.20".into(),
             pod_cgroup_root: None,
         }
+    }
+
+    /// The node's InternalIPs (hostIPs of its pods): `node_ip`, then the IPv6 one of a dual-stack node.
+    pub fn node_ips(&self) -> Vec<IpAddr> {
+        let v6 = self.node_ip_v6.map(IpAddr::V6).filter(|ip| *ip != self.node_ip);
+        std::iter::once(self.node_ip).chain(v6).collect()
     }
 
     pub fn pods_dir(&self) -> PathBuf {

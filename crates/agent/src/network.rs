@@ -2,18 +2,24 @@
 //! the server to give the Node a podCIDR, set up the bridge (skiff-net's
 //! [`BridgeNetwork`]), keep routes to the other nodes' podCIDRs, collect what
 //! vanished pods left behind, and run the nftables service proxy.
+//!
+//! Dual-stack: when `--cluster-cidr` has an IPv6 range and the server gave
+//! the node an IPv6 podCIDR (node.spec.podCIDRs), pods get an IPv6 address
+//! too and the host-gw routes cover the other nodes' IPv6 podCIDRs via their
+//! IPv6 InternalIPs; the VXLAN backend carries IPv6 through the same
+//! (IPv4) tunnel and needs no IPv6 node address.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use skiff_net::bridge::{BridgeConfig, BridgeNetwork};
+use skiff_net::bridge::{BridgeConfig, BridgeNetwork, Ipv6Pods};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
@@ -47,9 +53,10 @@ impl std::str::FromStr for Backend {
 pub struct NetworkOptions {
     /// The cluster's IPv4 pod range (`--cluster-cidr`); the node's podCIDR is inside it.
     pub cluster_cidr: Ipv4Net,
-    /// The cluster's IPv6 pod range on a dual-stack cluster: Services' IPv6
-    /// addresses are programmed into table `ip6 skiff`.
-    pub cluster_cidr_v6: Option<ipnet::Ipv6Net>,
+    /// The cluster's IPv6 pod range (the IPv6 part of a dual `--cluster-cidr`):
+    /// with it, pods also get an IPv6 address from the node's IPv6 podCIDR,
+    /// and Services' IPv6 addresses are programmed into table `ip6 skiff`.
+    pub cluster_cidr_v6: Option<Ipv6Net>,
     pub backend: Backend,
     /// Program Services into nftables (kube-proxy's job); off with `--disable-kube-proxy`.
     pub proxy: bool,
@@ -61,7 +68,7 @@ pub struct NetworkOptions {
 
 impl NetworkOptions {
     /// The options for a cluster whose pods draw from `cluster` (`--cluster-cidr`:
-    /// IPv4, or IPv4 and IPv6; pods get only the IPv4 part so far).
+    /// IPv4, or IPv4 and IPv6 for dual-stack pods).
     pub fn new(cluster: skiff_api::families::DualCidr) -> Result<NetworkOptions, String> {
         let Some(cluster_cidr) = cluster.v4() else {
             return Err("the pod network needs an IPv4 range (IPv6-only pod networks are not supported)".into());
@@ -85,16 +92,32 @@ pub enum NetworkError {
     Net(#[from] skiff_net::Error),
 }
 
-/// The node's podCIDR once the server has allocated it (node.spec.podCIDR).
-async fn wait_pod_cidr(client: &kube::Client, node: &str, shutdown: &CancellationToken) -> Option<Ipv4Net> {
+/// A node's IPv4 podCIDR (node.spec.podCIDR, or the IPv4 entry of podCIDRs).
+fn pod_cidr_v4(node: &Node) -> Option<Ipv4Net> {
+    let spec = node.spec.as_ref()?;
+    spec.pod_cidr.iter().chain(spec.pod_cidrs.iter().flatten()).find_map(|c| c.parse::<Ipv4Net>().ok())
+}
+
+/// A node's IPv6 podCIDR (the IPv6 entry of node.spec.podCIDRs).
+fn pod_cidr_v6(node: &Node) -> Option<Ipv6Net> {
+    let spec = node.spec.as_ref()?;
+    spec.pod_cidr.iter().chain(spec.pod_cidrs.iter().flatten()).find_map(|c| c.parse::<Ipv6Net>().ok())
+}
+
+/// The node's podCIDRs once the server has allocated them (node.spec.podCIDRs):
+/// the IPv4 one, and the IPv6 one of a dual-stack cluster.
+async fn wait_pod_cidr(
+    client: &kube::Client,
+    node: &str,
+    shutdown: &CancellationToken,
+) -> Option<(Ipv4Net, Option<Ipv6Net>)> {
     let nodes: Api<Node> = Api::all(client.clone());
     let started = std::time::Instant::now();
     let mut warned = false;
     loop {
         if let Ok(Some(n)) = nodes.get_opt(node).await {
-            let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).and_then(|c| c.parse::<Ipv4Net>().ok());
-            if let Some(cidr) = cidr {
-                return Some(cidr);
+            if let Some(cidr) = pod_cidr_v4(&n) {
+                return Some((cidr, pod_cidr_v6(&n)));
             }
         }
         if !warned && started.elapsed() > Duration::from_secs(15) {
@@ -117,6 +140,11 @@ fn internal_ipv4(node: &Node) -> Option<Ipv4Addr> {
     addrs.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<Ipv4Addr>().ok())
 }
 
+fn internal_ipv6(node: &Node) -> Option<Ipv6Addr> {
+    let addrs = node.status.as_ref()?.addresses.as_ref()?;
+    addrs.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<Ipv6Addr>().ok())
+}
+
 /// The annotation where each node's agent publishes its VXLAN device's MAC.
 pub const VTEP_MAC_ANNOTATION: &str = "skiff.io/vtep-mac";
 
@@ -126,12 +154,13 @@ pub fn vxlan_peers(nodes: &[Arc<Node>], own: &str) -> Vec<skiff_net::vxlan::Vxla
         .iter()
         .filter(|n| n.metadata.name.as_deref() != Some(own))
         .filter_map(|n| {
-            let pod_cidr = n.spec.as_ref()?.pod_cidr.as_deref()?.parse::<Ipv4Net>().ok()?;
+            let pod_cidr = pod_cidr_v4(n)?;
             let mac = n.metadata.annotations.as_ref()?.get(VTEP_MAC_ANNOTATION)?;
             Some(skiff_net::vxlan::VxlanPeer {
                 pod_cidr,
                 node_ip: internal_ipv4(n)?,
                 mac: skiff_net::vxlan::parse_mac(mac)?,
+                pod_cidr_v6: pod_cidr_v6(n),
             })
         })
         .collect();
@@ -139,16 +168,19 @@ pub fn vxlan_peers(nodes: &[Arc<Node>], own: &str) -> Vec<skiff_net::vxlan::Vxla
     out
 }
 
-/// The other nodes' podCIDRs and the addresses that reach them.
-pub fn peer_routes(nodes: &[Arc<Node>], own: &str) -> Vec<(Ipv4Net, Ipv4Addr)> {
-    let mut out: Vec<(Ipv4Net, Ipv4Addr)> = nodes
-        .iter()
-        .filter(|n| n.metadata.name.as_deref() != Some(own))
-        .filter_map(|n| {
-            let cidr = n.spec.as_ref()?.pod_cidr.as_deref()?.parse::<Ipv4Net>().ok()?;
-            Some((cidr, internal_ipv4(n)?))
-        })
-        .collect();
+/// The other nodes' podCIDRs and the addresses that reach them: the IPv4
+/// podCIDR via the IPv4 InternalIP, the IPv6 podCIDR via the IPv6 InternalIP
+/// (a node without an IPv6 InternalIP gets no IPv6 route).
+pub fn peer_routes(nodes: &[Arc<Node>], own: &str) -> Vec<(IpNet, IpAddr)> {
+    let mut out: Vec<(IpNet, IpAddr)> = Vec::new();
+    for n in nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(own)) {
+        if let (Some(cidr), Some(ip)) = (pod_cidr_v4(n), internal_ipv4(n)) {
+            out.push((IpNet::V4(cidr), IpAddr::V4(ip)));
+        }
+        if let (Some(cidr), Some(ip)) = (pod_cidr_v6(n), internal_ipv6(n)) {
+            out.push((IpNet::V6(cidr), IpAddr::V6(ip)));
+        }
+    }
     out.sort();
     out
 }
@@ -161,10 +193,34 @@ pub async fn start(
     opts: &NetworkOptions,
     shutdown: &CancellationToken,
 ) -> Result<BridgeNetwork, NetworkError> {
-    let Some(pod_cidr) = wait_pod_cidr(client, &cfg.node_name, shutdown).await else {
+    let Some((pod_cidr, pod_cidr_v6)) = wait_pod_cidr(client, &cfg.node_name, shutdown).await else {
         return Err(NetworkError::Stopped(cfg.node_name.clone()));
     };
     let mut bridge_cfg = BridgeConfig::new(pod_cidr, opts.cluster_cidr, cfg.data_dir.join("net"));
+    bridge_cfg.ipv6 = match (pod_cidr_v6, opts.cluster_cidr_v6) {
+        (Some(pod_cidr), Some(cluster_cidr)) => Some(Ipv6Pods { pod_cidr, cluster_cidr }),
+        (Some(v6), None) => {
+            tracing::warn!(
+                pod_cidr = %v6,
+                "the node has an IPv6 podCIDR but this agent's --cluster-cidr has no IPv6 range: pods get IPv4 only \
+                 (give the agent the server's --cluster-cidr)"
+            );
+            None
+        }
+        (None, Some(_)) => {
+            tracing::warn!(
+                "--cluster-cidr is dual-stack but the server gave this node no IPv6 podCIDR: pods get IPv4 only"
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    if bridge_cfg.ipv6.is_some() && cfg.node_ip_v6.is_none() && opts.backend == Backend::HostGw {
+        tracing::warn!(
+            "this node has no IPv6 address to advertise (pass it in --node-ip): other nodes cannot route to its pods' \
+             IPv6 addresses"
+        );
+    }
     if opts.backend == Backend::Vxlan {
         let IpAddr::V4(local) = cfg.node_ip else {
             return Err(NetworkError::Net(skiff_net::Error::Node {
@@ -175,17 +231,14 @@ pub async fn start(
     }
     let bridge = BridgeNetwork::new(bridge_cfg)?;
     let status = bridge.start().await?;
-    tracing::info!(%pod_cidr, gateway = %status.gateway, mtu = status.mtu, "pod network up");
+    tracing::info!(%pod_cidr, ?pod_cidr_v6, gateway = %status.gateway, mtu = status.mtu, "pod network up");
     if let Some(mac) = status.vtep_mac {
         publish_vtep_mac(client, &cfg.node_name, &mac, shutdown).await;
     }
     tokio::spawn(keep_routes(client.clone(), cfg.node_name.clone(), bridge.clone(), opts.backend, shutdown.clone()));
     tokio::spawn(collect_leaks(client.clone(), cfg.node_name.clone(), bridge.clone(), shutdown.clone()));
     if opts.proxy {
-        let ipv6 = match opts.cluster_cidr_v6 {
-            Some(cluster) => Some((cluster, pod_cidr_v6(client, &cfg.node_name).await)),
-            None => None,
-        };
+        let ipv6 = opts.cluster_cidr_v6.map(|cluster| (cluster, pod_cidr_v6));
         let proxy_cfg = crate::proxy::ProxyConfig {
             node_name: cfg.node_name.clone(),
             cluster_cidr: Some(opts.cluster_cidr),
@@ -198,13 +251,6 @@ pub async fn start(
     }
     crate::addons::start(client, cfg, &opts.addons, gateway(&bridge), shutdown);
     Ok(bridge)
-}
-
-/// The node's IPv6 podCIDR (node.spec.podCIDRs holds one per family; the
-/// server sets them together with podCIDR).
-async fn pod_cidr_v6(client: &kube::Client, node: &str) -> Option<ipnet::Ipv6Net> {
-    let n = Api::<Node>::all(client.clone()).get(node).await.ok()?;
-    n.spec?.pod_cidrs?.iter().find_map(|c| c.parse().ok())
 }
 
 /// Write this node's VTEP MAC into its Node's annotations (retried until it sticks or the agent stops).
@@ -341,7 +387,47 @@ mod tests {
             node("b", Some("10.244.1.0/24"), "198.18.0.2"),
             node("c", None, "198.18.0.3"),
         ];
-        assert_eq!(peer_routes(&nodes, "a"), vec![("10.244.1.0/24".parse().unwrap(), Ipv4Addr::new(198, 18, 0, 2))]);
+        assert_eq!(peer_routes(&nodes, "a"), vec![("10.244.1.0/24".parse().unwrap(), "198.18.0.2".parse().unwrap())]);
+    }
+
+    fn dual_node(name: &str, cidrs: &[&str], ips: &[&str]) -> Arc<Node> {
+        let mut n = (*node(name, None, ips[0])).clone();
+        if let Some(spec) = n.spec.as_mut() {
+            spec.pod_cidr = Some(cidrs[0].into());
+            spec.pod_cidrs = Some(cidrs.iter().map(|c| c.to_string()).collect());
+        }
+        if let Some(addrs) = n.status.as_mut().and_then(|s| s.addresses.as_mut()) {
+            addrs.extend(ips[1..].iter().map(|ip| NodeAddress { type_: "InternalIP".into(), address: ip.to_string() }));
+        }
+        Arc::new(n)
+    }
+
+    #[test]
+    fn ipv6_pod_cidrs_are_routed_via_the_nodes_ipv6_addresses() {
+        let nodes = vec![
+            dual_node("a", &["10.244.0.0/24", "fd00:10:244::/64"], &["198.18.0.1", "2001:2::1"]),
+            dual_node("b", &["10.244.1.0/24", "fd00:10:244:1::/64"], &["198.18.0.2", "2001:2::2"]),
+            // no IPv6 address: no IPv6 route
+            dual_node("c", &["10.244.2.0/24", "fd00:10:244:2::/64"], &["198.18.0.3"]),
+        ];
+        let want: Vec<(IpNet, IpAddr)> =
+            [("10.244.1.0/24", "198.18.0.2"), ("10.244.2.0/24", "198.18.0.3"), ("fd00:10:244:1::/64", "2001:2::2")]
+                .iter()
+                .map(|(n, ip)| (n.parse().unwrap(), ip.parse().unwrap()))
+                .collect();
+        assert_eq!(peer_routes(&nodes, "a"), want);
+        assert_eq!(pod_cidr_v6(&nodes[1]), Some("fd00:10:244:1::/64".parse().unwrap()));
+    }
+
+    #[test]
+    fn vxlan_peers_carry_their_ipv6_pod_cidr() {
+        let mut b = (*dual_node("b", &["10.244.1.0/24", "fd00:10:244:1::/64"], &["198.18.0.2"])).clone();
+        b.metadata.annotations = Some([(VTEP_MAC_ANNOTATION.to_string(), "0a:1b:2c:3d:4e:5f".to_string())].into());
+        let nodes = vec![dual_node("a", &["10.244.0.0/24", "fd00:10:244::/64"], &["198.18.0.1"]), Arc::new(b)];
+        let peers = vxlan_peers(&nodes, "a");
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].pod_cidr_v6, Some("fd00:10:244:1::/64".parse().unwrap()));
+        assert_eq!(peers[0].node_ip, Ipv4Addr::new(198, 18, 0, 2));
     }
 
     #[test]

@@ -234,10 +234,14 @@ pub fn node_status(
         capacity: Some(cap.clone()),
         allocatable: Some(cap),
         conditions: Some(conditions),
-        addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".into(), address: config.node_ip.to_string() },
-            NodeAddress { type_: "Hostname".into(), address: config.node_name.clone() },
-        ]),
+        addresses: Some(
+            config
+                .node_ips()
+                .iter()
+                .map(|ip| NodeAddress { type_: "InternalIP".into(), address: ip.to_string() })
+                .chain(std::iter::once(NodeAddress { type_: "Hostname".into(), address: config.node_name.clone() }))
+                .collect(),
+        ),
         daemon_endpoints: Some(k8s_openapi::api::core::v1::NodeDaemonEndpoints {
             kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint { port: config.kubelet_port as i32 }),
         }),
@@ -435,6 +439,13 @@ mod tests {
             serde_json::json!({"cpu": "2", "memory": "1000Ki", "pods": "110", "ephemeral-storage": "4096Ki"})
         );
         assert_eq!(v["addresses"][0], serde_json::json!({"type": "InternalIP", "address": "192.0.2.7"}));
+        assert_eq!(v["addresses"][1]["type"], "Hostname");
+        // a dual-stack node reports its IPv6 address second
+        let mut dual = cfg.clone();
+        dual.node_ip_v6 = Some("2001:db8::7".parse().unwrap());
+        let v = serde_json::to_value(node_status(&dual, &m, "containerd://1.6.20", conds.clone())).unwrap();
+        assert_eq!(v["addresses"][1], serde_json::json!({"type": "InternalIP", "address": "2001:db8::7"}));
+        assert_eq!(v["addresses"][2]["type"], "Hostname");
         assert_eq!(v["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
         assert_eq!(v["nodeInfo"]["kubeletVersion"], "v1.33.0+skiff");
         assert_eq!(v["nodeInfo"]["containerRuntimeVersion"], "containerd://1.6.20");

@@ -2,13 +2,18 @@
 //! at most 100 endpoints per set of resolved ports, labelled
 //! `kubernetes.io/service-name` and managed-by this controller, owned by the
 //! Service, with ready/serving/terminating conditions as Kubernetes sets them.
+//!
+//! One set of slices per address type the Service serves (its ipFamilies:
+//! a dual-stack Service gets IPv4 and IPv6 slices), each listing the pods'
+//! addresses of that family from status.podIPs; a slice's address type never
+//! changes, so slices of a family the Service dropped are deleted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::ResourceExt;
@@ -30,8 +35,8 @@ const TRACKER_TTL: Duration = Duration::from_secs(5);
 
 /// (name, port, protocol, appProtocol) for each service port a pod resolves.
 type ResolvedPorts = Vec<(String, i32, String, Option<String>)>;
-/// Each wanted slice: the existing one to reuse (if any), its ports and endpoints.
-type Plan = Vec<(Option<Arc<EndpointSlice>>, Vec<EndpointPort>, Vec<Endpoint>)>;
+/// Each wanted slice: the existing one to reuse (if any), its address type, ports and endpoints.
+type Plan = Vec<(Option<Arc<EndpointSlice>>, &'static str, Vec<EndpointPort>, Vec<Endpoint>)>;
 
 struct Sc {
     ctx: Arc<Ctx>,
@@ -127,13 +132,61 @@ pub fn start(ctx: Arc<Ctx>) -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// The desired endpoints of `svc`, grouped by their resolved ports.
-fn desired(ctx: &Ctx, svc: &Service) -> Vec<(Vec<EndpointPort>, Vec<Endpoint>)> {
+/// The address types `svc` gets slices for, as Kubernetes decides them: its
+/// ipFamilies; for a Service written before ipFamilies existed, its
+/// ClusterIP's family; for such a headless Service, both.
+pub fn address_types(svc: &Service) -> Vec<&'static str> {
+    let spec = svc.spec.as_ref();
+    let mut out: Vec<&'static str> = Vec::new();
+    for f in spec.and_then(|s| s.ip_families.as_ref()).into_iter().flatten() {
+        let t = match f.as_str() {
+            "IPv4" => "IPv4",
+            "IPv6" => "IPv6",
+            _ => continue,
+        };
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    if !out.is_empty() {
+        return out;
+    }
+    match spec.and_then(|s| s.cluster_ip.as_deref()).filter(|ip| !ip.is_empty() && *ip != "None") {
+        Some(ip) if ip.parse::<std::net::Ipv6Addr>().is_ok() => vec!["IPv6"],
+        Some(_) => vec!["IPv4"],
+        None => vec!["IPv4", "IPv6"],
+    }
+}
+
+/// The pod's addresses of `address_type` (status.podIPs, or podIP when
+/// podIPs is missing).
+pub fn pod_addresses(p: &Pod, address_type: &str) -> Vec<String> {
+    let status = p.status.as_ref();
+    let mut ips: Vec<&str> =
+        status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|i| i.ip.as_str()).collect();
+    if ips.is_empty() {
+        ips.extend(pod::pod_ip(p));
+    }
+    let want_v6 = address_type == "IPv6";
+    ips.into_iter()
+        .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .filter(|ip| ip.is_ipv6() == want_v6)
+        .map(|ip| ip.to_string())
+        .collect()
+}
+
+/// The desired endpoints of `svc` of one address type, grouped by their
+/// resolved ports. Pods without an address of that type are left out.
+fn desired(ctx: &Ctx, svc: &Service, address_type: &str) -> Vec<(Vec<EndpointPort>, Vec<Endpoint>)> {
     let publish = publish_not_ready(svc);
     let ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
     let mut groups: BTreeMap<ResolvedPorts, Vec<Endpoint>> = BTreeMap::new();
     for p in selected_pods(ctx, svc) {
         if !should_include(&p, true) {
+            continue;
+        }
+        let addresses = pod_addresses(&p, address_type);
+        if addresses.is_empty() {
             continue;
         }
         let serving = pod::is_ready(&p);
@@ -159,7 +212,7 @@ fn desired(ctx: &Ctx, svc: &Service) -> Vec<(Vec<EndpointPort>, Vec<Endpoint>)> 
             .flatten()
             .and_then(|n| n.labels().get("topology.kubernetes.io/zone").cloned());
         groups.entry(resolved).or_default().push(Endpoint {
-            addresses: vec![pod::pod_ip(&p).unwrap_or_default().to_string()],
+            addresses,
             conditions: Some(EndpointConditions {
                 ready: Some(ready),
                 serving: Some(serving),
@@ -222,26 +275,34 @@ impl Sc {
             l
         };
         let owner = controller_reference(&*svc);
-        let mut wanted: Vec<(Vec<EndpointPort>, Vec<Endpoint>)> = Vec::new();
-        for (ports, eps) in desired(&self.ctx, &svc) {
-            for chunk in eps.chunks(MAX_ENDPOINTS) {
-                wanted.push((ports.clone(), chunk.to_vec()));
-            }
-        }
-        if wanted.is_empty() {
-            // a service with no endpoints still has one (empty) slice
-            wanted.push((Vec::new(), Vec::new()));
-        }
-        // reuse slices that already carry the same ports, then any others
-        let mut unused: Vec<Arc<EndpointSlice>> = existing;
+        let types = address_types(&svc);
+        // slices of an address type the service no longer has go
+        let (mut keep, mut unused): (Vec<Arc<EndpointSlice>>, Vec<Arc<EndpointSlice>>) =
+            existing.into_iter().partition(|s| types.contains(&s.address_type.as_str()));
         let mut plan: Plan = Vec::new();
-        for (ports, eps) in wanted {
-            let pick = unused
-                .iter()
-                .position(|s| s.ports.clone().unwrap_or_default() == ports)
-                .or_else(|| (!unused.is_empty()).then_some(0));
-            let slot = pick.map(|i| unused.remove(i));
-            plan.push((slot, ports, eps));
+        for ty in types {
+            let mut wanted: Vec<(Vec<EndpointPort>, Vec<Endpoint>)> = Vec::new();
+            for (ports, eps) in desired(&self.ctx, &svc, ty) {
+                for chunk in eps.chunks(MAX_ENDPOINTS) {
+                    wanted.push((ports.clone(), chunk.to_vec()));
+                }
+            }
+            if wanted.is_empty() {
+                // no endpoints of this type: still one (empty) slice
+                wanted.push((Vec::new(), Vec::new()));
+            }
+            // reuse slices of this type that already carry the same ports, then any others of this type
+            let (mut mine, rest): (Vec<_>, Vec<_>) = keep.into_iter().partition(|s| s.address_type == ty);
+            keep = rest;
+            for (ports, eps) in wanted {
+                let pick = mine
+                    .iter()
+                    .position(|s| s.ports.clone().unwrap_or_default() == ports)
+                    .or_else(|| (!mine.is_empty()).then_some(0));
+                let slot = pick.map(|i| mine.remove(i));
+                plan.push((slot, ty, ports, eps));
+            }
+            unused.extend(mine);
         }
         let mut expects = Vec::new();
         let result = self.apply(&api, &svc, plan, unused, &labels, &owner, &mut expects).await;
@@ -261,7 +322,7 @@ impl Sc {
         owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
         expects: &mut Vec<Expect>,
     ) -> Result<(), kube::Error> {
-        for (slot, ports, eps) in plan {
+        for (slot, address_type, ports, eps) in plan {
             let ports = (!ports.is_empty()).then_some(ports);
             match slot {
                 Some(s) => {
@@ -296,7 +357,7 @@ impl Sc {
                             owner_references: Some(vec![owner.clone()]),
                             ..Default::default()
                         },
-                        address_type: "IPv4".into(),
+                        address_type: address_type.into(),
                         endpoints: eps,
                         ports,
                     };
@@ -313,5 +374,40 @@ impl Sc {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(spec: serde_json::Value) -> Service {
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn address_types_follow_the_services_families() {
+        assert_eq!(address_types(&svc(json!({"ipFamilies": ["IPv4", "IPv6"]}))), vec!["IPv4", "IPv6"]);
+        assert_eq!(address_types(&svc(json!({"ipFamilies": ["IPv6", "IPv4"]}))), vec!["IPv6", "IPv4"]);
+        assert_eq!(address_types(&svc(json!({"ipFamilies": ["IPv4"]}))), vec!["IPv4"]);
+        // written before ipFamilies: the ClusterIP's family; headless: both
+        assert_eq!(address_types(&svc(json!({"clusterIP": "fd00::10"}))), vec!["IPv6"]);
+        assert_eq!(address_types(&svc(json!({"clusterIP": "10.96.0.10"}))), vec!["IPv4"]);
+        assert_eq!(address_types(&svc(json!({"clusterIP": "None"}))), vec!["IPv4", "IPv6"]);
+    }
+
+    #[test]
+    fn pod_addresses_are_picked_by_family() {
+        let dual: Pod = serde_json::from_value(json!({"status": {
+            "podIP": "10.244.1.5",
+            "podIPs": [{"ip": "10.244.1.5"}, {"ip": "fd00:10:244:1::5"}],
+        }}))
+        .unwrap();
+        assert_eq!(pod_addresses(&dual, "IPv4"), vec!["10.244.1.5"]);
+        assert_eq!(pod_addresses(&dual, "IPv6"), vec!["fd00:10:244:1::5"]);
+        let v4_only: Pod = serde_json::from_value(json!({"status": {"podIP": "10.244.1.6"}})).unwrap();
+        assert_eq!(pod_addresses(&v4_only, "IPv4"), vec!["10.244.1.6"]);
+        assert!(pod_addresses(&v4_only, "IPv6").is_empty());
     }
 }

@@ -772,3 +772,91 @@ async fn a_dual_stack_cluster_gives_every_node_a_pod_cidr_per_family() {
     assert_eq!(v6.len(), 3, "{all:?}");
     env.stop().await;
 }
+
+/// A dual-stack Service gets an IPv4 and an IPv6 EndpointSlice, each with
+/// the pods' addresses of its family (status.podIPs), as Kubernetes makes
+/// them; an IPv4-only Service gets no IPv6 slice; dropping the Service's
+/// IPv6 family deletes its IPv6 slice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_service_gets_ipv4_and_ipv6_slices() {
+    let env = Env::start(fast_options(), None).await;
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    for (name, policy) in [("dual", "RequireDualStack"), ("single", "SingleStack")] {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": "ds"}, "ipFamilyPolicy": policy, "ports": [{"port": 80, "targetPort": 8080}]},
+        }))
+        .unwrap();
+        services.create(&PostParams::default(), &svc).await.unwrap();
+    }
+    let dual = services.get("dual").await.unwrap();
+    assert_eq!(dual.spec.as_ref().unwrap().ip_families, Some(vec!["IPv4".to_string(), "IPv6".to_string()]));
+    let pods = pods_of(&env.client);
+    for (i, (v4, v6)) in [("10.244.1.5", "fd00:10:244:1::5"), ("10.244.2.7", "fd00:10:244:2::7")].iter().enumerate() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("ds-{i}"), "labels": {"app": "ds"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        let status = json!({"status": {
+            "phase": "Running",
+            "podIP": v4,
+            "podIPs": [{"ip": v4}, {"ip": v6}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }});
+        pods.patch_status(&format!("ds-{i}"), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), "default");
+    let addresses = |name: &'static str| {
+        let slices = slices.clone();
+        async move {
+            let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+            let mut out: Vec<(String, Vec<String>)> = slices
+                .list(&lp)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|s| {
+                    let mut a: Vec<String> = s.endpoints.iter().flat_map(|e| e.addresses.clone()).collect();
+                    a.sort();
+                    (s.address_type, a)
+                })
+                .collect();
+            out.sort();
+            out
+        }
+    };
+    let want = vec![
+        ("IPv4".to_string(), vec!["10.244.1.5".to_string(), "10.244.2.7".to_string()]),
+        ("IPv6".to_string(), vec!["fd00:10:244:1::5".to_string(), "fd00:10:244:2::7".to_string()]),
+    ];
+    wait_for("an IPv4 and an IPv6 slice for the dual-stack service", T, || async {
+        (addresses("dual").await == want).then_some(())
+    })
+    .await;
+    wait_for("only an IPv4 slice for the single-stack service", T, || async {
+        (addresses("single").await == want[..1]).then_some(())
+    })
+    .await;
+    let ports = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=dual"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.ports.unwrap_or_default().first().and_then(|p| p.port))
+        .collect::<Vec<_>>();
+    assert_eq!(ports, vec![Some(8080), Some(8080)]);
+    // the service drops IPv6: its IPv6 slice goes
+    services
+        .patch("dual", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"ipFamilyPolicy": "SingleStack"}})))
+        .await
+        .unwrap();
+    wait_for("the IPv6 slice to go with the service's IPv6 family", T, || async {
+        (addresses("dual").await == want[..1]).then_some(())
+    })
+    .await;
+    env.stop().await;
+}

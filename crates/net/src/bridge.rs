@@ -3,6 +3,13 @@
 //! (`eth0` inside the pod's namespace), host-gw routes to the other nodes'
 //! podCIDRs, and masquerade of pod traffic leaving the cluster CIDR.
 //!
+//! Dual-stack: when the node also has an IPv6 podCIDR, the bridge holds its
+//! first address as the IPv6 gateway, a second IPAM hands out the pods' IPv6
+//! addresses (added without duplicate address detection, so they work at
+//! once), host-gw routes cover both families, and IPv6 egress is
+//! masqueraded in the table `ip6 skiff-podnet`, which only the pod network
+//! writes. The VXLAN backend carries both families (see [`crate::vxlan`]).
+//!
 //! Every netlink call runs on a dedicated thread that has joined the right
 //! namespace (the node's or the pod's) and opens its socket there, so the
 //! agent's own threads never change namespace.
@@ -10,18 +17,18 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
-use rtnetlink::packet_route::address::AddressAttribute;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use serde_json::json;
 
 use crate::ipam::{first_host, Ipam};
@@ -54,7 +61,23 @@ pub struct BridgeConfig {
     pub mtu: Option<u32>,
     /// `Some`: reach other nodes' pods through VXLAN instead of host-gw routes.
     pub vxlan: Option<crate::vxlan::VxlanConfig>,
+    /// `Some` on a dual-stack node: pods get an IPv6 address too.
+    pub ipv6: Option<Ipv6Pods>,
 }
+
+/// The IPv6 half of a dual-stack node's pod network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Pods {
+    /// This node's IPv6 podCIDR (the IPv6 entry of node.spec.podCIDRs).
+    pub pod_cidr: Ipv6Net,
+    /// The cluster's IPv6 pod range: IPv6 traffic from it to anywhere
+    /// outside it is masqueraded.
+    pub cluster_cidr: Ipv6Net,
+}
+
+/// The nftables table (family `ip6`) that holds the pod network's IPv6
+/// masquerade; the service proxy never touches it.
+pub const IPV6_TABLE: &str = "skiff-podnet";
 
 impl BridgeConfig {
     pub fn new(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net, data_dir: impl Into<PathBuf>) -> BridgeConfig {
@@ -66,6 +89,7 @@ impl BridgeConfig {
             node_netns: None,
             mtu: None,
             vxlan: None,
+            ipv6: None,
         }
     }
 }
@@ -74,6 +98,8 @@ impl BridgeConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
     pub gateway: Ipv4Addr,
+    /// The bridge's IPv6 address (dual-stack nodes).
+    pub gateway_v6: Option<Ipv6Addr>,
     pub mtu: u32,
     /// Whether bridged traffic passes netfilter (br_netfilter loaded and
     /// `bridge-nf-call-iptables` on). Without it, a pod reaching another pod
@@ -95,6 +121,8 @@ pub struct BridgeNetwork {
 struct Inner {
     cfg: BridgeConfig,
     ipam: Ipam,
+    /// The IPv6 podCIDR's addresses (dual-stack nodes).
+    ipam6: Option<Ipam>,
     mtu: AtomicU32,
 }
 
@@ -108,17 +136,39 @@ impl BridgeNetwork {
                 ),
             });
         }
-        let dir = cfg.data_dir.join("ipam").join(cfg.pod_cidr.to_string().replace('/', "_"));
-        let ipam = Ipam::open(dir, cfg.pod_cidr)?;
-        Ok(BridgeNetwork { inner: Arc::new(Inner { cfg, ipam, mtu: AtomicU32::new(0) }) })
+        let ipam_dir = |cidr: String| cfg.data_dir.join("ipam").join(cidr.replace('/', "_"));
+        let ipam = Ipam::open(ipam_dir(cfg.pod_cidr.to_string()), cfg.pod_cidr)?;
+        let ipam6 = match cfg.ipv6 {
+            Some(v6) if !v6.cluster_cidr.contains(&v6.pod_cidr) => {
+                return Err(Error::Node {
+                    message: format!(
+                        "IPv6 podCIDR {} is not inside the cluster's IPv6 range {} (check --cluster-cidr)",
+                        v6.pod_cidr, v6.cluster_cidr
+                    ),
+                })
+            }
+            Some(v6) => Some(Ipam::open(ipam_dir(v6.pod_cidr.trunc().to_string()), v6.pod_cidr)?),
+            None => None,
+        };
+        Ok(BridgeNetwork { inner: Arc::new(Inner { cfg, ipam, ipam6, mtu: AtomicU32::new(0) }) })
     }
 
     pub fn gateway(&self) -> Ipv4Addr {
-        self.inner.ipam.gateway()
+        gateway_of(self.inner.cfg.pod_cidr)
+    }
+
+    /// The pods' IPv6 gateway (the bridge's IPv6 address) on a dual-stack node.
+    pub fn gateway_v6(&self) -> Option<Ipv6Addr> {
+        self.inner.cfg.ipv6.map(|v6| gateway_v6_of(v6.pod_cidr))
     }
 
     pub fn ipam(&self) -> &Ipam {
         &self.inner.ipam
+    }
+
+    /// The IPv6 IPAM of a dual-stack node.
+    pub fn ipam_v6(&self) -> Option<&Ipam> {
+        self.inner.ipam6.as_ref()
     }
 
     /// Set the node up: forwarding sysctls (set, then read back), the bridge
@@ -130,9 +180,11 @@ impl BridgeNetwork {
     }
 
     /// Routes to the other nodes' podCIDRs via their node addresses
-    /// (host-gw): adds the missing ones and removes Skiff's routes that are
-    /// no longer wanted. The node's own podCIDR is skipped.
-    pub async fn set_peer_routes(&self, peers: Vec<(Ipv4Net, Ipv4Addr)>) -> Result<()> {
+    /// (host-gw), IPv4 and IPv6 alike (an IPv6 podCIDR via the node's IPv6
+    /// address): adds the missing ones and removes Skiff's routes that are
+    /// no longer wanted. The node's own podCIDRs are skipped.
+    pub async fn set_peer_routes<N: Into<IpNet>, A: Into<IpAddr>>(&self, peers: Vec<(N, A)>) -> Result<()> {
+        let peers: Vec<(IpNet, IpAddr)> = peers.into_iter().map(|(n, a)| (n.into(), a.into())).collect();
         let inner = self.inner.clone();
         blocking(move || inner.set_peer_routes(peers)).await
     }
@@ -146,8 +198,8 @@ impl BridgeNetwork {
 
     /// Collect what pods that are gone left behind: their addresses and
     /// host-side veths. `live_pod_uids` are the UIDs of every pod the node
-    /// still runs. Returns the addresses released.
-    pub async fn gc(&self, live_pod_uids: HashSet<String>) -> Result<Vec<Ipv4Addr>> {
+    /// still runs. Returns the addresses released (both families).
+    pub async fn gc(&self, live_pod_uids: HashSet<String>) -> Result<Vec<IpAddr>> {
         let inner = self.inner.clone();
         blocking(move || inner.gc(&live_pod_uids)).await
     }
@@ -184,9 +236,10 @@ impl Inner {
     }
 
     fn start(&self) -> Result<NodeStatus> {
+        let ipv6 = self.cfg.ipv6.is_some();
         let bridge_netfilter = match self.node_ns() {
-            Some(p) => netns::run_in(p, ensure_sysctls)??,
-            None => ensure_sysctls()?,
+            Some(p) => netns::run_in(p, move || ensure_sysctls(ipv6))??,
+            None => ensure_sysctls(ipv6)?,
         };
         if !bridge_netfilter {
             tracing::warn!(
@@ -195,7 +248,8 @@ impl Inner {
             );
         }
         let (bridge, gateway, prefix, mtu_cfg) =
-            (self.cfg.bridge.clone(), self.ipam.gateway(), self.cfg.pod_cidr.prefix_len(), self.cfg.mtu);
+            (self.cfg.bridge.clone(), gateway_of(self.cfg.pod_cidr), self.cfg.pod_cidr.prefix_len(), self.cfg.mtu);
+        let gateway6 = self.cfg.ipv6.map(|v6| (gateway_v6_of(v6.pod_cidr), v6.pod_cidr.prefix_len()));
         let (vxlan, pod_cidr) = (self.cfg.vxlan, self.cfg.pod_cidr);
         let label = self.node_label();
         let (mtu, vtep_mac) = netlink(self.node_ns(), &label, move |h| async move {
@@ -205,7 +259,19 @@ impl Inner {
                 (None, Some(_)) => uplink - crate::vxlan::OVERHEAD,
                 (None, None) => uplink,
             };
-            ensure_bridge(&h, &bridge, gateway, prefix, mtu).await?;
+            let idx = ensure_bridge(&h, &bridge, gateway, prefix, mtu).await?;
+            if let Some((gw6, prefix6)) = gateway6 {
+                ensure_address(&h, idx, &bridge, IpAddr::V6(gw6), prefix6).await?;
+                // Without an MLD querier, multicast snooping sometimes drops a pod's neighbour
+                // solicitation for the gateway (the first packet to another node then waits 1 s
+                // for the retry); flooded like broadcast, neighbour discovery is as reliable as ARP.
+                tracing::debug!(bridge, "netlink: multicast snooping off");
+                h.link()
+                    .change(LinkMessageBuilder::<LinkBridge>::new(&bridge).index(idx).mcast_snooping(false).build())
+                    .execute()
+                    .await
+                    .map_err(|e| nl(format!("turning multicast snooping off on {bridge}: {e}")))?;
+            }
             let vtep_mac = match vxlan {
                 Some(v) => {
                     Some(crate::vxlan::ensure_device(&h, &v, pod_cidr, uplink - crate::vxlan::OVERHEAD).await?.1)
@@ -216,8 +282,40 @@ impl Inner {
         })?;
         self.mtu.store(mtu, Ordering::Relaxed);
         self.masquerade_egress()?;
-        tracing::info!(bridge = %self.cfg.bridge, %gateway, mtu, bridge_netfilter, vxlan = vtep_mac.is_some(), "pod network ready");
-        Ok(NodeStatus { gateway, mtu, bridge_netfilter, vtep_mac })
+        if let Some(v6) = self.cfg.ipv6 {
+            self.masquerade_egress_v6(v6.cluster_cidr)?;
+        }
+        let gateway_v6 = gateway6.map(|(g, _)| g);
+        tracing::info!(bridge = %self.cfg.bridge, %gateway, ?gateway_v6, mtu, bridge_netfilter, vxlan = vtep_mac.is_some(), "pod network ready");
+        Ok(NodeStatus { gateway, gateway_v6, mtu, bridge_netfilter, vtep_mac })
+    }
+
+    /// `pod-egress` in the table `ip6 skiff-podnet`: masquerade IPv6 traffic
+    /// from the cluster's IPv6 range to anywhere outside it (multicast
+    /// excepted), as [`Inner::masquerade_egress`] does for IPv4. The table
+    /// is the pod network's alone, so this is all it holds.
+    fn masquerade_egress_v6(&self, cidr: Ipv6Net) -> Result<()> {
+        let cidr = cidr.trunc();
+        let base = |m: serde_json::Value| {
+            let mut m = m;
+            m["family"] = json!("ip6");
+            m["table"] = json!(IPV6_TABLE);
+            m
+        };
+        let net = json!({"prefix": {"addr": cidr.network().to_string(), "len": cidr.prefix_len()}});
+        let daddr = json!({"payload": {"protocol": "ip6", "field": "daddr"}});
+        let doc = json!({"nftables": [
+            {"add": {"table": {"family": "ip6", "name": IPV6_TABLE}}},
+            {"add": {"chain": base(json!({"name": POD_EGRESS_CHAIN, "type": "nat", "hook": "postrouting", "prio": 110, "policy": "accept"}))}},
+            {"flush": {"chain": base(json!({"name": POD_EGRESS_CHAIN}))}},
+            {"add": {"rule": base(json!({"chain": POD_EGRESS_CHAIN, "expr": [
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": net}},
+                {"match": {"op": "!=", "left": daddr, "right": net}},
+                {"match": {"op": "!=", "left": daddr, "right": {"prefix": {"addr": "ff00::", "len": 8}}}},
+                {"masquerade": null}
+            ]}))}},
+        ]});
+        crate::proxy::apply_json(self.node_ns(), &doc.to_string())
     }
 
     /// `pod-egress` in Skiff's table: masquerade what leaves the cluster
@@ -255,9 +353,19 @@ impl Inner {
 
     fn setup(&self, pod: &PodRef, pod_ns: &Path) -> Result<PodAddresses> {
         let pod_err = |m: String| Error::Pod { pod: pod.to_string(), message: m };
-        let ip = self.ipam.allocate(&pod.uid)?;
+        let IpAddr::V4(ip) = self.ipam.allocate(&pod.uid)? else {
+            return Err(pod_err("the IPv4 IPAM handed out an IPv6 address".into()));
+        };
+        let v6 = match (&self.ipam6, self.cfg.ipv6) {
+            (Some(ipam6), Some(cfg6)) => match ipam6.allocate(&pod.uid)? {
+                IpAddr::V6(ip6) => Some((ip6, cfg6.pod_cidr.prefix_len(), gateway_v6_of(cfg6.pod_cidr))),
+                IpAddr::V4(_) => return Err(pod_err("the IPv6 IPAM handed out an IPv4 address".into())),
+            },
+            _ => None,
+        };
+        let ips: Vec<IpAddr> = std::iter::once(IpAddr::V4(ip)).chain(v6.map(|(ip6, _, _)| IpAddr::V6(ip6))).collect();
         let prefix = self.cfg.pod_cidr.prefix_len();
-        let gateway = self.ipam.gateway();
+        let gateway = gateway_of(self.cfg.pod_cidr);
         let mtu = self.mtu();
         let host = host_veth_name(&pod.uid);
         let peer = peer_veth_name(&pod.uid);
@@ -266,7 +374,7 @@ impl Inner {
         // adopted after a restart: the pod already has its address
         let wired = netlink(Some(pod_ns), &pod_label, move |h| async move {
             Ok(match link_index(&h, POD_INTERFACE).await? {
-                Some(idx) => has_address(&h, idx, ip, prefix).await?,
+                Some(idx) => has_address(&h, idx, IpAddr::V4(ip), prefix).await?,
                 None => false,
             })
         })
@@ -287,7 +395,16 @@ impl Inner {
                 }
                 Ok(())
             })?;
-            return Ok(PodAddresses { ips: vec![IpAddr::V4(ip)] });
+            if let Some((ip6, prefix6, gw6)) = v6 {
+                // a pod wired before its node turned dual-stack gets its IPv6 address now
+                netlink(Some(pod_ns), &pod_label, move |h| async move {
+                    let idx =
+                        link_index(&h, POD_INTERFACE).await?.ok_or_else(|| nl(format!("{POD_INTERFACE} vanished")))?;
+                    add_pod_ipv6(&h, idx, ip6, prefix6, gw6).await
+                })
+                .map_err(|e| pod_err(e.to_string()))?;
+            }
+            return Ok(PodAddresses { ips });
         }
 
         // half-wired (or never): start over
@@ -355,6 +472,9 @@ impl Inner {
                 .execute()
                 .await
                 .map_err(|e| nl(format!("default route via {gateway}: {e}")))?;
+            if let Some((ip6, prefix6, gw6)) = v6 {
+                add_pod_ipv6(&h, idx, ip6, prefix6, gw6).await?;
+            }
             if let Some(lo) = link_index(&h, "lo").await? {
                 h.link()
                     .set(LinkUnspec::new_with_index(lo).up().build())
@@ -365,8 +485,8 @@ impl Inner {
             Ok(())
         })
         .map_err(|e| pod_err(e.to_string()))?;
-        tracing::debug!(pod = %pod, %ip, veth = %host, "pod wired to the bridge");
-        Ok(PodAddresses { ips: vec![IpAddr::V4(ip)] })
+        tracing::debug!(pod = %pod, ips = ?ips, veth = %host, "pod wired to the bridge");
+        Ok(PodAddresses { ips })
     }
 
     fn teardown(&self, pod: &PodRef, pod_ns: &Path) -> Result<()> {
@@ -378,13 +498,22 @@ impl Inner {
         let host = host_veth_name(&pod.uid);
         netlink(self.node_ns(), &self.node_label(), move |h| async move { delete_link(&h, &host).await })?;
         self.ipam.release(&pod.uid)?;
+        if let Some(ipam6) = &self.ipam6 {
+            ipam6.release(&pod.uid)?;
+        }
         Ok(())
     }
 
-    fn set_peer_routes(&self, peers: Vec<(Ipv4Net, Ipv4Addr)>) -> Result<()> {
-        let own = self.cfg.pod_cidr;
-        let mut want: Vec<(Ipv4Net, Ipv4Addr)> =
-            peers.into_iter().map(|(n, gw)| (n.trunc(), gw)).filter(|(n, _)| *n != own).collect();
+    fn set_peer_routes(&self, peers: Vec<(IpNet, IpAddr)>) -> Result<()> {
+        let own: Vec<IpNet> = std::iter::once(IpNet::V4(self.cfg.pod_cidr.trunc()))
+            .chain(self.cfg.ipv6.map(|v6| IpNet::V6(v6.pod_cidr.trunc())))
+            .collect();
+        let same_family = |n: &IpNet, gw: &IpAddr| n.network().is_ipv4() == gw.is_ipv4();
+        let mut want: Vec<(IpNet, IpAddr)> = peers
+            .into_iter()
+            .map(|(n, gw)| (n.trunc(), gw))
+            .filter(|(n, gw)| !own.contains(n) && same_family(n, gw))
+            .collect();
         want.sort();
         want.dedup();
         netlink(self.node_ns(), &self.node_label(), move |h| async move {
@@ -404,14 +533,21 @@ impl Inner {
                     continue;
                 }
                 tracing::debug!(%net, %gw, "netlink: add route");
+                let route = match (net, gw) {
+                    (IpNet::V4(n), IpAddr::V4(g)) => RouteMessageBuilder::<Ipv4Addr>::new()
+                        .destination_prefix(n.network(), n.prefix_len())
+                        .gateway(*g)
+                        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+                        .build(),
+                    (IpNet::V6(n), IpAddr::V6(g)) => RouteMessageBuilder::<Ipv6Addr>::new()
+                        .destination_prefix(n.network(), n.prefix_len())
+                        .gateway(*g)
+                        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+                        .build(),
+                    _ => continue,
+                };
                 h.route()
-                    .add(
-                        RouteMessageBuilder::<Ipv4Addr>::new()
-                            .destination_prefix(net.network(), net.prefix_len())
-                            .gateway(*gw)
-                            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
-                            .build(),
-                    )
+                    .add(route)
                     .replace()
                     .execute()
                     .await
@@ -423,15 +559,29 @@ impl Inner {
 
     fn set_vxlan_peers(&self, peers: Vec<crate::vxlan::VxlanPeer>) -> Result<()> {
         let own = self.cfg.pod_cidr;
-        let mut want: Vec<crate::vxlan::VxlanPeer> = peers.into_iter().filter(|p| p.pod_cidr.trunc() != own).collect();
+        let own6 = self.cfg.ipv6.map(|v6| v6.pod_cidr.trunc());
+        let mut want: Vec<crate::vxlan::VxlanPeer> = peers
+            .into_iter()
+            .filter(|p| p.pod_cidr.trunc() != own)
+            .map(|mut p| {
+                // IPv6 only between dual-stack nodes
+                p.pod_cidr_v6 = p.pod_cidr_v6.filter(|c| own6.is_some() && Some(c.trunc()) != own6);
+                p
+            })
+            .collect();
         want.sort();
         want.dedup();
         netlink(self.node_ns(), &self.node_label(), move |h| async move {
             let idx = link_index(&h, crate::vxlan::DEVICE)
                 .await?
                 .ok_or_else(|| nl(format!("{} is missing: start the pod network first", crate::vxlan::DEVICE)))?;
-            let routes: Vec<(Ipv4Net, Ipv4Addr)> =
-                want.iter().map(|p| (p.pod_cidr.trunc(), crate::vxlan::vtep_address(p.pod_cidr))).collect();
+            let mut routes: Vec<(IpNet, IpAddr)> = Vec::new();
+            for p in &want {
+                routes.push((IpNet::V4(p.pod_cidr.trunc()), IpAddr::V4(crate::vxlan::vtep_address(p.pod_cidr))));
+                if let Some(cidr6) = p.pod_cidr_v6 {
+                    routes.push((IpNet::V6(cidr6.trunc()), IpAddr::V6(crate::vxlan::vtep_address_v6(&p.mac))));
+                }
+            }
             for (msg, net, gw) in skiff_routes(&h).await? {
                 if !routes.contains(&(net, gw)) {
                     h.route()
@@ -448,8 +598,11 @@ impl Inner {
         })
     }
 
-    fn gc(&self, live: &HashSet<String>) -> Result<Vec<Ipv4Addr>> {
-        let released = self.ipam.gc(live)?;
+    fn gc(&self, live: &HashSet<String>) -> Result<Vec<IpAddr>> {
+        let mut released = self.ipam.gc(live)?;
+        if let Some(ipam6) = &self.ipam6 {
+            released.extend(ipam6.gc(live)?);
+        }
         let keep: HashSet<String> = live.iter().map(|uid| host_veth_name(uid)).collect();
         let bridge = self.cfg.bridge.clone();
         netlink(self.node_ns(), &self.node_label(), move |h| async move {
@@ -489,14 +642,22 @@ fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// `net.ipv4.ip_forward` on, and `bridge-nf-call-iptables` on when
-/// br_netfilter is loaded; both read back. In the calling thread's namespace
-/// (`/proc/sys/net` follows the thread). Returns whether bridge netfilter is on.
-fn ensure_sysctls() -> Result<bool> {
+/// `net.ipv4.ip_forward` on (and `net.ipv6.conf.all.forwarding` on a
+/// dual-stack node), and `bridge-nf-call-iptables` (and `-ip6tables`) on
+/// when br_netfilter is loaded; all read back. In the calling thread's
+/// namespace (`/proc/sys/net` follows the thread). Returns whether bridge
+/// netfilter is on.
+fn ensure_sysctls(ipv6: bool) -> Result<bool> {
     set_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    if ipv6 {
+        set_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+    }
     let bridge_nf = Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
     if bridge_nf.exists() {
         set_sysctl(bridge_nf, "1")?;
+        if ipv6 {
+            set_sysctl("/proc/sys/net/bridge/bridge-nf-call-ip6tables", "1")?;
+        }
         return Ok(true);
     }
     Ok(false)
@@ -595,7 +756,7 @@ async fn delete_link(h: &Handle, name: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn has_address(h: &Handle, idx: u32, ip: Ipv4Addr, prefix: u8) -> Result<bool> {
+pub(crate) async fn has_address(h: &Handle, idx: u32, ip: IpAddr, prefix: u8) -> Result<bool> {
     let addrs: Vec<_> = h
         .address()
         .get()
@@ -606,8 +767,35 @@ pub(crate) async fn has_address(h: &Handle, idx: u32, ip: Ipv4Addr, prefix: u8) 
         .map_err(|e| nl(format!("listing addresses: {e}")))?;
     Ok(addrs.iter().any(|a| {
         a.header.prefix_len == prefix
-            && a.attributes.iter().any(|attr| matches!(attr, AddressAttribute::Address(IpAddr::V4(x)) if *x == ip))
+            && a.attributes.iter().any(|attr| matches!(attr, AddressAttribute::Address(x) if *x == ip))
     }))
+}
+
+/// `ip/prefix` on the link `idx` unless it is there. IPv6 addresses skip
+/// duplicate address detection (`IFA_F_NODAD`): the IPAM guarantees they
+/// are unique, and a tentative address would not work for a second or so.
+async fn ensure_address(h: &Handle, idx: u32, link: &str, ip: IpAddr, prefix: u8) -> Result<()> {
+    if has_address(h, idx, ip, prefix).await? {
+        return Ok(());
+    }
+    tracing::debug!(link, %ip, prefix, "netlink: add address");
+    let mut req = h.address().add(idx, ip, prefix);
+    if ip.is_ipv6() {
+        req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    req.execute().await.map_err(|e| nl(format!("adding {ip}/{prefix} to {link}: {e}")))
+}
+
+/// A pod's IPv6 address on `eth0` (index `idx`, up) and its default IPv6
+/// route via the bridge; idempotent.
+async fn add_pod_ipv6(h: &Handle, idx: u32, ip: Ipv6Addr, prefix: u8, gateway: Ipv6Addr) -> Result<()> {
+    ensure_address(h, idx, POD_INTERFACE, IpAddr::V6(ip), prefix).await?;
+    h.route()
+        .add(RouteMessageBuilder::<Ipv6Addr>::new().gateway(gateway).output_interface(idx).build())
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| nl(format!("default IPv6 route via {gateway}: {e}")))
 }
 
 /// The bridge, up, with `gateway/prefix`; made if missing.
@@ -624,14 +812,7 @@ async fn ensure_bridge(h: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8, mt
             link_index(h, name).await?.ok_or_else(|| nl(format!("bridge {name} vanished")))?
         }
     };
-    if !has_address(h, idx, gateway, prefix).await? {
-        tracing::debug!(name, %gateway, prefix, "netlink: add address");
-        h.address()
-            .add(idx, IpAddr::V4(gateway), prefix)
-            .execute()
-            .await
-            .map_err(|e| nl(format!("adding {gateway}/{prefix} to {name}: {e}")))?;
-    }
+    ensure_address(h, idx, name, IpAddr::V4(gateway), prefix).await?;
     h.link()
         .set(LinkUnspec::new_with_index(idx).up().build())
         .execute()
@@ -647,6 +828,15 @@ async fn ipv4_routes(h: &Handle) -> Result<Vec<RouteMessage>> {
         .try_collect()
         .await
         .map_err(|e| nl(format!("listing routes: {e}")))
+}
+
+async fn ipv6_routes(h: &Handle) -> Result<Vec<RouteMessage>> {
+    h.route()
+        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl(format!("listing IPv6 routes: {e}")))
 }
 
 /// The MTU of the default route's device, if there is a default route.
@@ -669,30 +859,78 @@ async fn uplink_mtu(h: &Handle) -> Result<Option<u32>> {
     }))
 }
 
-/// Skiff's routes to other nodes (marked with [`ROUTE_PROTOCOL`]).
-async fn skiff_routes(h: &Handle) -> Result<Vec<(RouteMessage, Ipv4Net, Ipv4Addr)>> {
-    let routes = ipv4_routes(h).await?;
+/// Skiff's routes to other nodes (marked with [`ROUTE_PROTOCOL`]), both families.
+async fn skiff_routes(h: &Handle) -> Result<Vec<(RouteMessage, IpNet, IpAddr)>> {
+    let mut routes = ipv4_routes(h).await?;
+    routes.extend(ipv6_routes(h).await?);
     Ok(routes
         .into_iter()
         .filter(|r| r.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL))
         .filter_map(|r| {
             let dst = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(IpAddr::V4(*d)),
+                RouteAttribute::Destination(RouteAddress::Inet6(d)) => Some(IpAddr::V6(*d)),
                 _ => None,
             })?;
             let gw = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(IpAddr::V4(*g)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(IpAddr::V6(*g)),
                 _ => None,
             })?;
-            let net = Ipv4Net::new(dst, r.header.destination_prefix_length).ok()?;
+            let net = IpNet::new(dst, r.header.destination_prefix_length).ok()?;
             Some((r, net, gw))
         })
         .collect())
 }
 
+/// The first global IPv6 address (not link-local, not tentative, not
+/// deprecated) on the interface that holds `ip`, in this process's network
+/// namespace: a dual-stack node's IPv6 InternalIP when none is given.
+/// `ip` itself when it is IPv6.
+pub async fn ipv6_beside(ip: IpAddr) -> Result<Option<Ipv6Addr>> {
+    if let IpAddr::V6(v6) = ip {
+        return Ok(Some(v6));
+    }
+    blocking(move || {
+        netlink(None, "(node)", move |h| async move {
+            let addrs: Vec<_> =
+                h.address().get().execute().try_collect().await.map_err(|e| nl(format!("listing addresses: {e}")))?;
+            let holds = |a: &rtnetlink::packet_route::address::AddressMessage| {
+                a.attributes.iter().any(|attr| matches!(attr, AddressAttribute::Address(x) if *x == ip))
+            };
+            let Some(link) = addrs.iter().find(|a| holds(a)).map(|a| a.header.index) else { return Ok(None) };
+            let unusable = AddressFlags::Tentative | AddressFlags::Deprecated | AddressFlags::Dadfailed;
+            Ok(addrs.iter().filter(|a| a.header.index == link).find_map(|a| {
+                let flags = a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Flags(f) => Some(*f),
+                    _ => None,
+                });
+                if flags.is_some_and(|f| f.intersects(unusable)) {
+                    return None;
+                }
+                a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Address(IpAddr::V6(v6))
+                        if !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80 =>
+                    {
+                        Some(*v6)
+                    }
+                    _ => None,
+                })
+            }))
+        })
+    })
+    .await
+}
+
 /// The pod CIDR's gateway (its first host address).
 pub fn gateway_of(pod_cidr: Ipv4Net) -> Ipv4Addr {
     first_host(pod_cidr)
+}
+
+/// The IPv6 pod CIDR's gateway: the address after the subnet-router anycast
+/// address (`fd00:10:244:1::1` for `fd00:10:244:1::/64`).
+pub fn gateway_v6_of(pod_cidr: Ipv6Net) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(pod_cidr.network()).saturating_add(1))
 }
 
 #[cfg(test)]

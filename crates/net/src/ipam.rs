@@ -7,38 +7,57 @@
 //! taken. Allocation goes round the range from the last address handed out
 //! (`<dir>/last-reserved`), so a released address is not reused at once
 //! (conntrack and neighbour entries of the old pod have time to expire).
+//!
+//! One [`Ipam`] serves one range of either family: a dual-stack node keeps
+//! two, one per podCIDR. IPv6 ranges are too large to list, so candidates
+//! are walked as offsets from the range's start, skipping the ones taken;
+//! and only the first [`V6_POOL`] addresses after the gateway are handed
+//! out (round and round), far more than a node runs pods, and few enough for
+//! the service proxy to list them for hairpin masquerade.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use ipnet::Ipv4Net;
+/// How many addresses of an IPv6 podCIDR pods get: offsets 2 to 4097 from
+/// its start (1 is the gateway).
+pub const V6_POOL: u128 = 4096;
+
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::{Error, Result};
 
 const LAST: &str = "last-reserved";
 
 /// The addresses of one podCIDR. The first host address is the gateway and
-/// is never handed out.
+/// is never handed out, nor are the network address (IPv6's subnet-router
+/// anycast) and IPv4's broadcast address.
 #[derive(Debug)]
 pub struct Ipam {
     dir: PathBuf,
-    range: Ipv4Net,
+    range: IpNet,
     /// Serialises allocations within this process.
     lock: Mutex<()>,
 }
 
 impl Ipam {
     /// The IPAM of `range`, persisted under `dir` (created if missing).
-    pub fn open(dir: impl Into<PathBuf>, range: Ipv4Net) -> Result<Ipam> {
-        let dir = dir.into();
-        if range.prefix_len() > 30 {
+    pub fn open(dir: impl Into<PathBuf>, range: impl Into<IpNet>) -> Result<Ipam> {
+        let (dir, range) = (dir.into(), range.into());
+        if range.prefix_len() + 2 > range.max_prefix_len() {
+            let least = range.max_prefix_len() - 2;
             return Err(Error::Ipam {
                 dir: dir.display().to_string(),
-                message: format!("pod CIDR {range} is too small: it needs at least a /30"),
+                message: format!("pod CIDR {range} is too small: it needs at least a /{least}"),
+            });
+        }
+        if range.prefix_len() < 8 {
+            return Err(Error::Ipam {
+                dir: dir.display().to_string(),
+                message: format!("pod CIDR {range} is too large for one node"),
             });
         }
         fs::create_dir_all(&dir).map_err(|e| ipam_err(&dir, format!("creating the directory: {e}")))?;
@@ -46,25 +65,73 @@ impl Ipam {
     }
 
     /// The gateway (the bridge's address): the range's first host address.
-    pub fn gateway(&self) -> Ipv4Addr {
-        first_host(self.range)
+    pub fn gateway(&self) -> IpAddr {
+        self.at(1)
     }
 
-    pub fn range(&self) -> Ipv4Net {
+    pub fn range(&self) -> IpNet {
         self.range
+    }
+
+    /// The address `offset` places after the range's network address.
+    fn at(&self, offset: u128) -> IpAddr {
+        match self.range.network() {
+            IpAddr::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n).wrapping_add(offset as u32))),
+            IpAddr::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n).wrapping_add(offset))),
+        }
+    }
+
+    /// `ip`'s offset from the range's network address, if it is in the range.
+    fn offset(&self, ip: IpAddr) -> Option<u128> {
+        if !self.range.contains(&ip) {
+            return None;
+        }
+        Some(match (ip, self.range.network()) {
+            (IpAddr::V4(a), IpAddr::V4(n)) => u128::from(u32::from(a) - u32::from(n)),
+            (IpAddr::V6(a), IpAddr::V6(n)) => u128::from(a) - u128::from(n),
+            _ => return None,
+        })
+    }
+
+    /// How many addresses can be handed out: offsets `2..2 + count`.
+    fn host_count(&self) -> u128 {
+        let all = self.range_host_count();
+        match self.range {
+            IpNet::V4(_) => all,
+            IpNet::V6(_) => all.min(V6_POOL),
+        }
+    }
+
+    fn range_host_count(&self) -> u128 {
+        let bits = u32::from(self.range.max_prefix_len() - self.range.prefix_len());
+        let size_minus_one = if bits >= 128 { u128::MAX } else { (1u128 << bits) - 1 };
+        match self.range {
+            // not the network, the gateway nor the broadcast address
+            IpNet::V4(_) => size_minus_one - 2,
+            // not the subnet-router anycast address nor the gateway
+            IpNet::V6(_) => size_minus_one - 1,
+        }
     }
 
     /// The address of `owner`, allocating one if it has none (so calling it
     /// again for the same owner returns the same address).
-    pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr> {
+    pub fn allocate(&self, owner: &str) -> Result<IpAddr> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ip) = self.lookup_locked(owner)? {
-            return Ok(ip);
+        let taken = self.allocations_locked()?;
+        if let Some((ip, _)) = taken.iter().find(|(_, o)| o == owner) {
+            return Ok(*ip);
         }
-        let hosts: Vec<Ipv4Addr> = self.range.hosts().filter(|ip| *ip != self.gateway()).collect();
-        let start = self.last_reserved().and_then(|last| hosts.iter().position(|ip| *ip == last)).map_or(0, |i| i + 1);
-        for i in 0..hosts.len() {
-            let ip = hosts[(start + i) % hosts.len()];
+        let taken: HashSet<IpAddr> = taken.into_iter().map(|(ip, _)| ip).collect();
+        let count = self.host_count();
+        // go round from the one after the last handed out; an IPv6 range never wraps in practice
+        let start = self.last_reserved().and_then(|last| self.offset(last)).filter(|o| *o >= 2).map_or(0, |o| o - 1);
+        let mut i: u128 = 0;
+        while i < count {
+            let ip = self.at(2 + (start % count + i) % count);
+            i += 1;
+            if taken.contains(&ip) {
+                continue;
+            }
             if self.try_claim(ip, owner)? {
                 self.set_last_reserved(ip);
                 tracing::debug!(%ip, owner, "ipam: allocated");
@@ -75,13 +142,13 @@ impl Ipam {
     }
 
     /// The address `owner` holds, if any.
-    pub fn lookup(&self, owner: &str) -> Result<Option<Ipv4Addr>> {
+    pub fn lookup(&self, owner: &str) -> Result<Option<IpAddr>> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.lookup_locked(owner)
     }
 
     /// Give back `owner`'s address; nothing happens when it holds none.
-    pub fn release(&self, owner: &str) -> Result<Option<Ipv4Addr>> {
+    pub fn release(&self, owner: &str) -> Result<Option<IpAddr>> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(ip) = self.lookup_locked(owner)? else { return Ok(None) };
         self.remove(ip)?;
@@ -90,14 +157,14 @@ impl Ipam {
     }
 
     /// Every allocated address with its owner.
-    pub fn allocations(&self) -> Result<Vec<(Ipv4Addr, String)>> {
+    pub fn allocations(&self) -> Result<Vec<(IpAddr, String)>> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.allocations_locked()
     }
 
     /// Release the addresses whose owners are not in `live` (pods that went
     /// away while the agent was not looking); returns what was released.
-    pub fn gc(&self, live: &HashSet<String>) -> Result<Vec<Ipv4Addr>> {
+    pub fn gc(&self, live: &HashSet<String>) -> Result<Vec<IpAddr>> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut released = Vec::new();
         for (ip, owner) in self.allocations_locked()? {
@@ -110,12 +177,12 @@ impl Ipam {
         Ok(released)
     }
 
-    fn allocations_locked(&self) -> Result<Vec<(Ipv4Addr, String)>> {
+    fn allocations_locked(&self) -> Result<Vec<(IpAddr, String)>> {
         let entries = fs::read_dir(&self.dir).map_err(|e| ipam_err(&self.dir, format!("reading: {e}")))?;
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| ipam_err(&self.dir, format!("reading: {e}")))?;
-            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<Ipv4Addr>().ok()) else { continue };
+            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<IpAddr>().ok()) else { continue };
             match fs::read_to_string(entry.path()) {
                 Ok(owner) => out.push((ip, owner.trim().to_string())),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -126,12 +193,12 @@ impl Ipam {
         Ok(out)
     }
 
-    fn lookup_locked(&self, owner: &str) -> Result<Option<Ipv4Addr>> {
+    fn lookup_locked(&self, owner: &str) -> Result<Option<IpAddr>> {
         Ok(self.allocations_locked()?.into_iter().find(|(_, o)| o == owner).map(|(ip, _)| ip))
     }
 
     /// Create `<dir>/<ip>` holding `owner` unless it exists: false when taken.
-    fn try_claim(&self, ip: Ipv4Addr, owner: &str) -> Result<bool> {
+    fn try_claim(&self, ip: IpAddr, owner: &str) -> Result<bool> {
         let path = self.dir.join(ip.to_string());
         let tmp = self.dir.join(format!(".{ip}.{}.tmp", std::process::id()));
         write_synced(&tmp, owner.as_bytes()).map_err(|e| ipam_err(&tmp, format!("writing: {e}")))?;
@@ -147,7 +214,7 @@ impl Ipam {
         }
     }
 
-    fn remove(&self, ip: Ipv4Addr) -> Result<()> {
+    fn remove(&self, ip: IpAddr) -> Result<()> {
         let path = self.dir.join(ip.to_string());
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -159,11 +226,11 @@ impl Ipam {
         }
     }
 
-    fn last_reserved(&self) -> Option<Ipv4Addr> {
+    fn last_reserved(&self) -> Option<IpAddr> {
         fs::read_to_string(self.dir.join(LAST)).ok()?.trim().parse().ok()
     }
 
-    fn set_last_reserved(&self, ip: Ipv4Addr) {
+    fn set_last_reserved(&self, ip: IpAddr) {
         // only a hint for where to start next time: a failure costs nothing
         let tmp = self.dir.join(format!(".{LAST}.tmp"));
         if write_synced(&tmp, ip.to_string().as_bytes()).is_ok() {
@@ -197,17 +264,54 @@ fn ipam_err(path: &Path, message: impl std::fmt::Display) -> Error {
 mod tests {
     use super::*;
 
-    fn cidr(s: &str) -> Ipv4Net {
+    fn cidr(s: &str) -> IpNet {
         s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_skips_the_anycast_and_gateway_addresses_and_survives_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path(), cidr("fd00:10:244:1::/64")).unwrap();
+        assert_eq!(ipam.gateway(), ip("fd00:10:244:1::1"));
+        let a = ipam.allocate("a").unwrap();
+        assert_eq!(a, ip("fd00:10:244:1::2"));
+        assert_eq!(ipam.allocate("a").unwrap(), a);
+        let b = ipam.allocate("b").unwrap();
+        assert_eq!(b, ip("fd00:10:244:1::3"));
+        ipam.release("a").unwrap();
+        drop(ipam);
+        let again = Ipam::open(dir.path(), cidr("fd00:10:244:1::/64")).unwrap();
+        assert_eq!(again.lookup("b").unwrap(), Some(b));
+        // a released address is not handed out at once, and nothing is handed out twice
+        let c = again.allocate("c").unwrap();
+        assert_eq!(c, ip("fd00:10:244:1::4"));
+        assert_eq!(again.gc(&["c".to_string()].into()).unwrap(), vec![b]);
+        assert_eq!(again.allocations().unwrap(), vec![(c, "c".to_string())]);
+    }
+
+    #[test]
+    fn ipv6_runs_out_of_a_tiny_range() {
+        let dir = tempfile::tempdir().unwrap();
+        // a /126 has 4 addresses: anycast, gateway, and two for pods
+        let ipam = Ipam::open(dir.path(), cidr("fd00::/126")).unwrap();
+        assert_eq!(ipam.allocate("a").unwrap(), ip("fd00::2"));
+        assert_eq!(ipam.allocate("b").unwrap(), ip("fd00::3"));
+        let e = ipam.allocate("c").unwrap_err().to_string();
+        assert!(e.contains("no free address left in fd00::/126 for c"), "{e}");
+        assert!(Ipam::open(dir.path(), cidr("fd00::/127")).unwrap_err().to_string().contains("at least a /126"));
     }
 
     #[test]
     fn allocates_skipping_the_gateway_and_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let ipam = Ipam::open(dir.path(), cidr("10.244.1.0/24")).unwrap();
-        assert_eq!(ipam.gateway(), "10.244.1.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(ipam.gateway(), "10.244.1.1".parse::<IpAddr>().unwrap());
         let a = ipam.allocate("pod-a").unwrap();
-        assert_eq!(a, "10.244.1.2".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(a, "10.244.1.2".parse::<IpAddr>().unwrap());
         assert_eq!(ipam.allocate("pod-a").unwrap(), a);
         let b = ipam.allocate("pod-b").unwrap();
         assert_ne!(a, b);
@@ -243,7 +347,7 @@ mod tests {
         let e = ipam.allocate("p5").unwrap_err().to_string();
         assert!(e.contains("no free address left in 10.0.0.0/29 for p5"), "{e}");
         assert_eq!(ipam.release("p2").unwrap(), Some("10.0.0.4".parse().unwrap()));
-        assert_eq!(ipam.allocate("p5").unwrap(), "10.0.0.4".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(ipam.allocate("p5").unwrap(), "10.0.0.4".parse::<IpAddr>().unwrap());
         assert_eq!(ipam.release("nobody").unwrap(), None);
     }
 
@@ -270,7 +374,7 @@ mod tests {
                 })
             })
             .collect();
-        let mut all: Vec<Ipv4Addr> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<IpAddr> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
         all.sort();
         let n = all.len();
         all.dedup();

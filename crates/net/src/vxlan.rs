@@ -9,11 +9,16 @@
 //! No multicast and no learning: everything comes from the Node objects,
 //! where each agent publishes its VTEP MAC. Pods get the uplink MTU minus the
 //! 50 bytes of VXLAN over IPv4.
+//!
+//! Dual-stack: the same device (IPv4 underlay) carries the pods' IPv6 too.
+//! A peer's IPv6 podCIDR is routed via the link-local address its VTEP MAC
+//! gives (EUI-64, the address the kernel gives its VXLAN device), with a
+//! permanent neighbour entry for it, so no IPv6 address is configured.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::neighbour::NeighbourFlags;
 use rtnetlink::packet_route::route::{RouteFlags, RouteProtocol};
@@ -47,6 +52,25 @@ pub struct VxlanPeer {
     pub pod_cidr: Ipv4Net,
     pub node_ip: Ipv4Addr,
     pub mac: [u8; 6],
+    /// The peer's IPv6 podCIDR (dual-stack clusters).
+    pub pod_cidr_v6: Option<Ipv6Net>,
+}
+
+/// The IPv6 next hop of a peer's IPv6 podCIDR: the link-local address of
+/// its VTEP MAC (modified EUI-64, `fe80::` + MAC with the U/L bit flipped
+/// and `ff:fe` in the middle).
+pub fn vtep_address_v6(mac: &[u8; 6]) -> Ipv6Addr {
+    let m = mac;
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]]),
+    )
 }
 
 /// A node's VTEP address: its podCIDR's network address.
@@ -96,7 +120,7 @@ pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, pod_cidr: Ipv4Net, mtu
     }
     let (idx, mac) = link(h, DEVICE).await?.ok_or_else(|| nl(format!("{DEVICE} vanished")))?;
     let vtep = vtep_address(pod_cidr);
-    let has = crate::bridge::has_address(h, idx, vtep, 32).await?;
+    let has = crate::bridge::has_address(h, idx, IpAddr::V4(vtep), 32).await?;
     if !has {
         h.address()
             .add(idx, IpAddr::V4(vtep), 32)
@@ -144,6 +168,24 @@ pub async fn program_peer(h: &Handle, idx: u32, peer: &VxlanPeer, protocol: u8) 
         .execute()
         .await
         .map_err(|e| nl(format!("route to {} via {vtep}: {e}", peer.pod_cidr)))?;
+    if let Some(cidr6) = peer.pod_cidr_v6 {
+        let vtep6 = vtep_address_v6(&peer.mac);
+        h.neighbours()
+            .add(idx, IpAddr::V6(vtep6))
+            .link_layer_address(&peer.mac)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| nl(format!("neighbour {vtep6} → {}: {e}", format_mac(&peer.mac))))?;
+        let mut route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(cidr6.network(), cidr6.prefix_len())
+            .gateway(vtep6)
+            .output_interface(idx)
+            .protocol(RouteProtocol::Other(protocol))
+            .build();
+        route.header.flags |= RouteFlags::Onlink;
+        h.route().add(route).replace().execute().await.map_err(|e| nl(format!("route to {cidr6} via {vtep6}: {e}")))?;
+    }
     Ok(())
 }
 
@@ -158,5 +200,7 @@ mod tests {
         assert_eq!(parse_mac("0a:1b:2c:3d:4e:5f"), Some(mac));
         assert_eq!(parse_mac("0a:1b"), None);
         assert_eq!(vtep_address("10.244.3.0/24".parse().unwrap()), Ipv4Addr::new(10, 244, 3, 0));
+        // as `ip -6 addr` shows the device's own link-local address
+        assert_eq!(vtep_address_v6(&mac), "fe80::81b:2cff:fe3d:4e5f".parse::<Ipv6Addr>().unwrap());
     }
 }

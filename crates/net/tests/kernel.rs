@@ -7,14 +7,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skiff_net::bridge::{BridgeConfig, BridgeNetwork};
+use skiff_net::bridge::{BridgeConfig, BridgeNetwork, Ipv6Pods};
 use skiff_net::netns;
 use skiff_net::proxy::{self, Endpoint, HostPort, Protocol, Proxy, ProxyState, Service, ServicePort, SyncKind};
 use skiff_net::{PodNetwork, PodRef};
@@ -63,7 +63,12 @@ impl World {
         self.serve_on(ns, name, "0.0.0.0", port);
     }
 
-    /// [`World::serve`] on `bind` (`::` for IPv6).
+    /// [`World::serve`] on `[::]` (IPv6, and IPv4 as mapped addresses).
+    fn serve6(&self, ns: &Path, name: &str, port: u16) {
+        self.serve_on(ns, name, "::", port);
+    }
+
+    /// [`World::serve`] on `bind`.
     fn serve_on(&self, ns: &Path, name: &str, bind: &'static str, port: u16) {
         let listener = netns::run_in(ns, move || TcpListener::bind((bind, port))).unwrap().unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -117,12 +122,8 @@ fn ip_output(ns: &Path, args: &[&str]) -> String {
 }
 
 /// Connect from `ns` and read the greeting: (server name, the address the server saw).
-fn greet(ns: &Path, addr: SocketAddrV4) -> std::io::Result<(String, String)> {
-    greet_at(ns, SocketAddr::V4(addr))
-}
-
-fn greet_at(ns: &Path, addr: SocketAddr) -> std::io::Result<(String, String)> {
-    let stream = netns::connect_tcp(ns, addr, Duration::from_secs(2))?;
+fn greet(ns: &Path, addr: impl Into<SocketAddr>) -> std::io::Result<(String, String)> {
+    let stream = netns::connect_tcp(ns, addr.into(), Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
@@ -366,7 +367,7 @@ async fn peer_routes_follow_the_nodes() {
     net.set_peer_routes(vec![moved]).await.unwrap();
     let routes = ip_output(&node, &["route", "show", "proto", "99"]);
     assert_eq!(routes.trim(), "10.244.1.0/24 via 198.18.0.4 dev uplink0", "{routes}");
-    net.set_peer_routes(vec![]).await.unwrap();
+    net.set_peer_routes(Vec::<(ipnet::IpNet, std::net::IpAddr)>::new()).await.unwrap();
     assert_eq!(ip_output(&node, &["route", "show", "proto", "99"]).trim(), "");
 }
 
@@ -449,21 +450,21 @@ fn ipv6_services_through_the_ip6_table() {
     let vip: SocketAddr = "[fd00:10:96::20]:80".parse().unwrap();
     let mut seen = BTreeMap::new();
     for _ in 0..40 {
-        let (name, peer) = greet_at(&client, vip).unwrap_or_else(|e| panic!("client to {vip}: {e}"));
+        let (name, peer) = greet(&client, vip).unwrap_or_else(|e| panic!("client to {vip}: {e}"));
         assert_eq!(peer, "fd00:10:244::1", "the client, outside the cluster CIDR, is masqueraded");
         *seen.entry(name).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "both pods serve the ClusterIP: {seen:?}");
     // pod a reaching the ClusterIP keeps its address where pod b answers
     let from_a = (0..40)
-        .map(|_| greet_at(&pods[0], vip).unwrap())
+        .map(|_| greet(&pods[0], vip).unwrap())
         .find(|(name, _)| name == "b")
         .expect("pod b answered pod a once in 40");
     assert_eq!(from_a.1, "fd00:10:244::10");
     let np: SocketAddr = "[2001:2::1]:30080".parse().unwrap();
-    assert!(greet_at(&client, np).is_ok(), "the NodePort answers on the node's IPv6 address");
+    assert!(greet(&client, np).is_ok(), "the NodePort answers on the node's IPv6 address");
     let t = Instant::now();
-    let refused = greet_at(&client, "[fd00:10:96::21]:80".parse().unwrap()).unwrap_err();
+    let refused = greet(&client, "[fd00:10:96::21]:80".parse::<SocketAddr>().unwrap()).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
     assert!(t.elapsed() < Duration::from_millis(100), "rejected at once, took {:?}", t.elapsed());
 
@@ -471,7 +472,107 @@ fn ipv6_services_through_the_ip6_table() {
     state.services[0].ports[0].endpoints.truncate(1);
     assert_eq!(v6.sync(&state).unwrap().kind, SyncKind::Incremental);
     for _ in 0..20 {
-        assert_eq!(greet_at(&client, vip).unwrap().0, "a");
+        assert_eq!(greet(&client, vip).unwrap().0, "a");
     }
     proxy::delete_family_table(Some(&node), proxy::Family::V6).unwrap();
+}
+
+fn v6(ip: std::net::IpAddr) -> Ipv6Addr {
+    match ip {
+        std::net::IpAddr::V6(v) => v,
+        other => panic!("not IPv6: {other}"),
+    }
+}
+
+/// A dual-stack node: pods get an IPv6 address (usable at once) and a
+/// default IPv6 route via the bridge, talk to each other over IPv6, leave
+/// the cluster masqueraded as the node's IPv6 address, and host-gw routes
+/// cover the other nodes' IPv6 podCIDRs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
+    if !need_root() {
+        return;
+    }
+    let mut world = World::new();
+    let node = world.netns("node");
+    let client = world.netns("client");
+    ip(&node, &["link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", client.to_str().unwrap()]);
+    ip(&node, &["addr", "add", "198.18.0.1/24", "dev", "uplink0"]);
+    ip(&node, &["addr", "add", "2001:2::1/64", "dev", "uplink0", "nodad"]);
+    ip(&node, &["link", "set", "uplink0", "up"]);
+    ip(&node, &["route", "add", "default", "via", "198.18.0.2"]);
+    ip(&client, &["addr", "add", "198.18.0.2/24", "dev", "eth0"]);
+    ip(&client, &["addr", "add", "2001:2::2/64", "dev", "eth0", "nodad"]);
+    ip(&client, &["link", "set", "eth0", "up"]);
+    let mut cfg = BridgeConfig::new(
+        "10.244.0.0/24".parse().unwrap(),
+        "10.244.0.0/16".parse().unwrap(),
+        world.dir.path().join("data"),
+    );
+    cfg.node_netns = Some(node.clone());
+    cfg.ipv6 = Some(Ipv6Pods {
+        pod_cidr: "fd00:10:244::/64".parse().unwrap(),
+        cluster_cidr: "fd00:10:244::/56".parse().unwrap(),
+    });
+    let net = BridgeNetwork::new(cfg).unwrap();
+    let status = net.start().await.unwrap();
+    let gw6: Ipv6Addr = "fd00:10:244::1".parse().unwrap();
+    assert_eq!(status.gateway_v6, Some(gw6));
+    let fwd = netns::run_in(&node, || std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding"));
+    assert_eq!(fwd.unwrap().unwrap().trim(), "1");
+    // start is idempotent
+    net.start().await.unwrap();
+    let bridge = ip_output(&node, &["-d", "link", "show", "skiff0"]);
+    assert!(bridge.contains("mcast_snooping 0"), "{bridge}");
+
+    let (p1, p2) = (world.netns("p1"), world.netns("p2"));
+    let ips1 = net.setup(&pod("p1"), &p1).await.unwrap().ips;
+    let ips2 = net.setup(&pod("p2"), &p2).await.unwrap().ips;
+    assert_eq!(ips1.len(), 2, "{ips1:?}");
+    assert!(ips1[0].is_ipv4(), "the IPv4 address comes first: {ips1:?}");
+    let (a1, a2) = (v6(ips1[1]), v6(ips2[1]));
+    let range: ipnet::Ipv6Net = "fd00:10:244::/64".parse().unwrap();
+    assert!(range.contains(&a1) && range.contains(&a2) && a1 != a2 && a1 != gw6, "{a1} {a2}");
+    assert_eq!(net.setup(&pod("p1"), &p1).await.unwrap().ips, ips1, "an adopted pod keeps both addresses");
+    let routes = ip_output(&p1, &["-6", "route"]);
+    assert!(routes.contains("default via fd00:10:244::1 dev eth0"), "{routes}");
+    let addrs = ip_output(&p1, &["-6", "addr", "show", "dev", "eth0"]);
+    let line = addrs.lines().find(|l| l.contains(&format!("{a1}/64"))).unwrap_or_default();
+    assert!(line.contains("nodad") && !line.contains("tentative"), "{addrs}");
+
+    // pod to pod over IPv6, at once (no duplicate address detection to wait for)
+    world.serve6(&p1, "p1", 8080);
+    let (name, seen) = greet(&p2, SocketAddr::new(a1.into(), 8080)).unwrap();
+    assert_eq!((name.as_str(), seen), ("p1", a2.to_string()));
+    // to the outside: masqueraded as the node's IPv6 address
+    world.serve6(&client, "outside", 9000);
+    let (_, seen) = greet(&p1, SocketAddr::new("2001:2::2".parse().unwrap(), 9000)).unwrap();
+    assert_eq!(seen, "2001:2::1", "IPv6 pod egress is masqueraded");
+    let out = netns::run_in(&node, || Command::new("nft").args(["list", "table", "ip6", "skiff-podnet"]).output());
+    let table = String::from_utf8_lossy(&out.unwrap().unwrap().stdout).into_owned();
+    assert!(table.contains("ip6 saddr fd00:10:244::/56") && table.contains("masquerade"), "{table}");
+
+    // host-gw: IPv6 podCIDRs via the nodes' IPv6 addresses; the node's own and mixed families are skipped
+    let peers: Vec<(ipnet::IpNet, std::net::IpAddr)> = vec![
+        ("10.244.1.0/24".parse().unwrap(), "198.18.0.3".parse().unwrap()),
+        ("fd00:10:244:1::/64".parse().unwrap(), "2001:2::3".parse().unwrap()),
+        ("fd00:10:244::/64".parse().unwrap(), "2001:2::1".parse().unwrap()),
+        ("fd00:10:244:2::/64".parse().unwrap(), "198.18.0.4".parse().unwrap()),
+    ];
+    net.set_peer_routes(peers).await.unwrap();
+    let routes = ip_output(&node, &["-6", "route", "show", "proto", "99"]);
+    assert_eq!(routes.trim(), "fd00:10:244:1::/64 via 2001:2::3 dev uplink0 metric 1024 pref medium", "{routes}");
+    assert!(ip_output(&node, &["route", "show", "proto", "99"]).contains("10.244.1.0/24 via 198.18.0.3"));
+    net.set_peer_routes(vec![("10.244.1.0/24".parse::<ipnet::Ipv4Net>().unwrap(), NODE_IP)]).await.unwrap();
+    assert_eq!(ip_output(&node, &["-6", "route", "show", "proto", "99"]).trim(), "");
+
+    // both addresses go with the pod; gc collects both families
+    net.teardown(&pod("p2"), &p2).await.unwrap();
+    assert_eq!(net.ipam_v6().unwrap().lookup("uid-p2").unwrap(), None);
+    let p3 = world.netns("p3");
+    let ips3 = net.setup(&pod("p3"), &p3).await.unwrap().ips;
+    assert_ne!(ips3[1], ips2[1], "a released IPv6 address is not reused at once");
+    let mut released = net.gc(["uid-p1".to_string()].into()).await.unwrap();
+    released.sort();
+    assert_eq!(released, vec![ips3[0], ips3[1]]);
 }

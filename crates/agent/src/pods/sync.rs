@@ -192,7 +192,7 @@ impl PodWorker {
     }
 
     fn facts(&self, pod: &Pod) -> env::PodFacts {
-        let host = vec![self.ctx.config.node_ip];
+        let host = self.ctx.config.node_ips();
         env::PodFacts {
             pod_ips: if host_network(pod) {
                 host.clone()
@@ -397,7 +397,7 @@ impl PodWorker {
             .filter_map(|p| p.ip.parse().ok())
             .collect();
         if host {
-            ips = vec![self.ctx.config.node_ip];
+            ips = self.ctx.config.node_ips();
         } else if ips.is_empty() {
             if let Some(ns) = &netns {
                 // setup is idempotent: it returns what the pod already has
@@ -513,7 +513,7 @@ impl PodWorker {
             }
         };
         let ips = match &netns {
-            None => vec![self.ctx.config.node_ip],
+            None => self.ctx.config.node_ips(),
             Some(ns) => match self.ctx.network.setup(&self.pod_ref(pod), ns).await {
                 Ok(a) => a.ips,
                 Err(e) => {
@@ -997,7 +997,7 @@ impl PodWorker {
         let mut obs = Observed {
             sandbox_ready: self.sandbox.is_some(),
             pod_ips: self.sandbox.as_ref().map(|s| s.ips.clone()).unwrap_or_default(),
-            host_ips: vec![self.ctx.config.node_ip],
+            host_ips: self.ctx.config.node_ips(),
             waiting: self.waiting.clone(),
             start_time: Some(self.first_seen),
             ..Default::default()

@@ -60,7 +60,8 @@ impl Env {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             extra_sans: Vec::new(),
             advertise: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            // dual-stack ranges: Services stay IPv4-only unless they ask for both families
+            service_cidr: "10.96.0.0/12,fd00:10:96::/112".parse().unwrap(),
             node_port_range: (30000, 32767),
             node_token: "test-token".into(),
         };

@@ -449,26 +449,30 @@ pub(crate) fn render_global(state: &ProxyState) -> Fragment {
         // a pod reaching itself through a Service: masquerade so that the
         // reply comes back through the node (one element per address, so no
         // per-endpoint rules)
-        // (an IPv6 podCIDR, a /64, is far too large to list: its first
-        // addresses, where the node's IPAM hands them out, are)
-        let limit = match family {
-            Family::V4 => 65_536,
-            Family::V6 => HAIRPIN_V6_ADDRESSES,
-        };
-        if family == Family::V4 && pod_cidr.prefix_len() < 16 {
-            tracing::warn!(%pod_cidr, "pod CIDR larger than a /16: hairpin traffic is not masqueraded");
-        } else {
-            for ip in pod_cidr.hosts().take(limit) {
-                f.elem(HAIRPIN, Key::AddrAddr(ip, ip), None);
+        match pod_cidr {
+            IpNet::V4(net) if net.prefix_len() < 16 => {
+                tracing::warn!(%pod_cidr, "pod CIDR larger than a /16: hairpin traffic is not masqueraded");
+            }
+            IpNet::V4(net) => {
+                for ip in net.hosts() {
+                    f.elem(HAIRPIN, Key::AddrAddr(ip.into(), ip.into()), None);
+                }
+            }
+            // a /64 is far too large to list: the node's IPAM hands out
+            // only the addresses of its pool, and those are listed
+            IpNet::V6(net) => {
+                let start = u128::from(net.network());
+                for offset in 2..2 + crate::ipam::V6_POOL {
+                    let ip = std::net::Ipv6Addr::from(start + offset);
+                    if net.contains(&ip) {
+                        f.elem(HAIRPIN, Key::AddrAddr(ip.into(), ip.into()), None);
+                    }
+                }
             }
         }
     }
     f
 }
-
-/// How many addresses from the start of an IPv6 podCIDR get hairpin
-/// masquerade (pods far beyond the kubelet's default of 110 per node).
-pub(crate) const HAIRPIN_V6_ADDRESSES: usize = 4096;
 
 fn host_port_rules<const N: usize>(
     family: Family,
