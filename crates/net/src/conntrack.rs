@@ -3,11 +3,11 @@
 //! the same socket stays pinned by its conntrack entry to the endpoint that
 //! is gone, and its datagrams never reach the new one.
 //!
-//! Speaks ctnetlink (NETLINK_NETFILTER) directly: one dump of the IPv4
-//! table, then one delete per matching entry by its original tuple. Runs in
-//! the caller's network namespace.
+//! Speaks ctnetlink (NETLINK_NETFILTER) directly: one dump of the table
+//! (IPv4 and IPv6 entries), then one delete per matching entry by its
+//! original tuple. Runs in the caller's network namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
@@ -20,7 +20,9 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const CTA_TUPLE_ORIG: u16 = 1;
@@ -29,6 +31,8 @@ const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
@@ -38,8 +42,8 @@ const ENOENT: i32 = 2;
 /// One direction of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuple {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub protocol: u8,
     pub src_port: u16,
     pub dst_port: u16,
@@ -55,7 +59,7 @@ pub struct Entry {
 impl Entry {
     /// A UDP flow that was DNATed to `ip:port` (a Service's endpoint), as
     /// opposed to traffic addressed to the pod directly.
-    fn nat_to_udp_endpoint(&self, ip: Ipv4Addr, port: u16) -> bool {
+    fn nat_to_udp_endpoint(&self, ip: IpAddr, port: u16) -> bool {
         self.orig.protocol == IPPROTO_UDP
             && self.reply.src == ip
             && self.reply.src_port == port
@@ -73,7 +77,7 @@ pub enum ConntrackError {
 
 /// Delete the UDP conntrack entries of flows DNATed to any of `endpoints`
 /// (ip, port). Returns how many were deleted.
-pub fn delete_udp_to_endpoints(endpoints: &[(Ipv4Addr, u16)]) -> Result<usize, ConntrackError> {
+pub fn delete_udp_to_endpoints(endpoints: &[(IpAddr, u16)]) -> Result<usize, ConntrackError> {
     if endpoints.is_empty() {
         return Ok(0);
     }
@@ -86,7 +90,7 @@ pub fn delete_udp_to_endpoints(endpoints: &[(Ipv4Addr, u16)]) -> Result<usize, C
 /// no endpoints to some: the flows made while it rejected are not NATed, and
 /// their entries would keep the client's datagrams from reaching the new
 /// endpoints. Returns how many were deleted.
-pub fn delete_udp_to_destinations(destinations: &[(Option<Ipv4Addr>, u16)]) -> Result<usize, ConntrackError> {
+pub fn delete_udp_to_destinations(destinations: &[(Option<IpAddr>, u16)]) -> Result<usize, ConntrackError> {
     if destinations.is_empty() {
         return Ok(0);
     }
@@ -104,7 +108,8 @@ fn delete_where(stale: impl Fn(&Entry) -> bool) -> Result<usize, ConntrackError>
     let mut deleted = 0;
     for (seq, entry) in stale.iter().enumerate() {
         let seq = u32::try_from(seq).unwrap_or(u32::MAX).wrapping_add(2);
-        let mut msg = header(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq);
+        let family = if entry.orig.src.is_ipv4() { AF_INET } else { AF_INET6 };
+        let mut msg = header(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, family);
         push_tuple(&mut msg, CTA_TUPLE_ORIG, &entry.orig);
         finish(&mut msg);
         socket.send(&msg, 0)?;
@@ -118,9 +123,9 @@ fn delete_where(stale: impl Fn(&Entry) -> bool) -> Result<usize, ConntrackError>
     Ok(deleted)
 }
 
-/// Every IPv4 conntrack entry.
+/// Every conntrack entry, IPv4 and IPv6.
 pub fn dump(socket: &Socket) -> Result<Vec<Entry>, ConntrackError> {
-    let mut msg = header(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, 1);
+    let mut msg = header(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, 1, AF_UNSPEC);
     finish(&mut msg);
     socket.send(&msg, 0)?;
     let mut out = Vec::new();
@@ -158,7 +163,7 @@ fn ack(socket: &Socket) -> Result<i32, ConntrackError> {
     }
 }
 
-fn header(msg: u16, flags: u16, seq: u32) -> Vec<u8> {
+fn header(msg: u16, flags: u16, seq: u32, family: u8) -> Vec<u8> {
     let mut v = Vec::with_capacity(64);
     v.extend_from_slice(&0u32.to_ne_bytes());
     v.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | msg).to_ne_bytes());
@@ -166,7 +171,7 @@ fn header(msg: u16, flags: u16, seq: u32) -> Vec<u8> {
     v.extend_from_slice(&seq.to_ne_bytes());
     v.extend_from_slice(&0u32.to_ne_bytes());
     // nfgenmsg: family, version, resource id (big endian)
-    v.extend_from_slice(&[AF_INET, 0, 0, 0]);
+    v.extend_from_slice(&[family, 0, 0, 0]);
     v
 }
 
@@ -193,9 +198,15 @@ fn nested(ty: u16, build: impl FnOnce(&mut Vec<u8>)) -> (u16, Vec<u8>) {
 
 fn push_tuple(msg: &mut Vec<u8>, which: u16, t: &Tuple) {
     let (ty, body) = nested(which, |m| {
-        let (ip_ty, ip) = nested(CTA_TUPLE_IP, |m| {
-            push_attr(m, CTA_IP_V4_SRC, &t.src.octets());
-            push_attr(m, CTA_IP_V4_DST, &t.dst.octets());
+        let (ip_ty, ip) = nested(CTA_TUPLE_IP, |m| match (t.src, t.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                push_attr(m, CTA_IP_V4_SRC, &src.octets());
+                push_attr(m, CTA_IP_V4_DST, &dst.octets());
+            }
+            (src, dst) => {
+                push_attr(m, CTA_IP_V6_SRC, &v6_octets(src));
+                push_attr(m, CTA_IP_V6_DST, &v6_octets(dst));
+            }
         });
         push_attr(m, ip_ty, &ip);
         let (proto_ty, proto) = nested(CTA_TUPLE_PROTO, |m| {
@@ -206,6 +217,13 @@ fn push_tuple(msg: &mut Vec<u8>, which: u16, t: &Tuple) {
         push_attr(m, proto_ty, &proto);
     });
     push_attr(msg, ty, &body);
+}
+
+fn v6_octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+    }
 }
 
 /// The netlink messages in one datagram: (type, payload after the header).
@@ -241,8 +259,11 @@ fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
 }
 
 fn parse_tuple(buf: &[u8]) -> Option<Tuple> {
-    let mut t = Tuple { src: Ipv4Addr::UNSPECIFIED, dst: Ipv4Addr::UNSPECIFIED, protocol: 0, src_port: 0, dst_port: 0 };
-    let v4 = |b: &[u8]| -> Option<Ipv4Addr> { Some(Ipv4Addr::new(*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?)) };
+    let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let mut t = Tuple { src: unspecified, dst: unspecified, protocol: 0, src_port: 0, dst_port: 0 };
+    let v4 =
+        |b: &[u8]| -> Option<IpAddr> { Some(Ipv4Addr::new(*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?).into()) };
+    let v6 = |b: &[u8]| -> Option<IpAddr> { Some(Ipv6Addr::from(<[u8; 16]>::try_from(b.get(..16)?).ok()?).into()) };
     let port = |b: &[u8]| -> Option<u16> { Some(u16::from_be_bytes([*b.first()?, *b.get(1)?])) };
     for (ty, body) in attrs(buf) {
         match ty {
@@ -251,6 +272,8 @@ fn parse_tuple(buf: &[u8]) -> Option<Tuple> {
                     match ty {
                         CTA_IP_V4_SRC => t.src = v4(b)?,
                         CTA_IP_V4_DST => t.dst = v4(b)?,
+                        CTA_IP_V6_SRC => t.src = v6(b)?,
+                        CTA_IP_V6_DST => t.dst = v6(b)?,
                         _ => {}
                     }
                 }
@@ -288,7 +311,33 @@ mod tests {
     use super::*;
 
     fn tuple(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Tuple {
-        Tuple { src: src.into(), dst: dst.into(), protocol: IPPROTO_UDP, src_port: sport, dst_port: dport }
+        Tuple {
+            src: Ipv4Addr::from(src).into(),
+            dst: Ipv4Addr::from(dst).into(),
+            protocol: IPPROTO_UDP,
+            src_port: sport,
+            dst_port: dport,
+        }
+    }
+
+    #[test]
+    fn an_ipv6_tuple_survives_encoding_and_parsing() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let t = Tuple {
+            src: ip("fd00:10:244::5"),
+            dst: ip("fd00:10:96::a"),
+            protocol: IPPROTO_UDP,
+            src_port: 40000,
+            dst_port: 53,
+        };
+        let reply =
+            Tuple { src: ip("fd00:10:244:1::9"), dst: t.src, protocol: IPPROTO_UDP, src_port: 5353, dst_port: 40000 };
+        let mut msg = Vec::new();
+        push_tuple(&mut msg, CTA_TUPLE_ORIG, &t);
+        push_tuple(&mut msg, CTA_TUPLE_REPLY, &reply);
+        let e = parse_entry(&msg).unwrap();
+        assert_eq!(e, Entry { orig: t, reply });
+        assert!(e.nat_to_udp_endpoint(ip("fd00:10:244:1::9"), 5353));
     }
 
     #[test]
@@ -303,7 +352,7 @@ mod tests {
 
     #[test]
     fn only_flows_nated_to_the_endpoint_match() {
-        let ep = (Ipv4Addr::new(10, 244, 2, 9), 5353);
+        let ep = (IpAddr::from(Ipv4Addr::new(10, 244, 2, 9)), 5353);
         let via_service = Entry {
             orig: tuple([10, 244, 1, 5], 40000, [10, 96, 0, 7], 53),
             reply: tuple([10, 244, 2, 9], 5353, [10, 244, 1, 5], 40000),

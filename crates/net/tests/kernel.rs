@@ -468,6 +468,33 @@ fn ipv6_services_through_the_ip6_table() {
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
     assert!(t.elapsed() < Duration::from_millis(100), "rejected at once, took {:?}", t.elapsed());
 
+    // UDP through the IPv6 table, and its conntrack entry deleted by endpoint
+    let echo = netns::run_in(&pods[0], || std::net::UdpSocket::bind("[::]:5353")).unwrap().unwrap();
+    echo.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let echo_thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        if let Ok((n, peer)) = echo.recv_from(&mut buf) {
+            let _ = echo.send_to(&buf[..n], peer);
+        }
+    });
+    let mut dns = svc("dns6", "fd00:10:96::53", 53, &[]);
+    dns.ports[0].protocol = Protocol::Udp;
+    dns.ports[0].endpoints = vec![Endpoint { ip: pod_ip(0), port: 5353, local: true }];
+    state.services.push(dns);
+    v6.sync(&state).unwrap();
+    let asker = netns::run_in(&client, || std::net::UdpSocket::bind("[::]:0")).unwrap().unwrap();
+    asker.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    asker.send_to(b"ping", "[fd00:10:96::53]:53").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = asker.recv_from(&mut buf).expect("the UDP endpoint answers through the IPv6 ClusterIP");
+    assert_eq!(&buf[..n], b"ping");
+    assert_eq!(from.to_string(), "[fd00:10:96::53]:53", "the answer comes back from the ClusterIP");
+    echo_thread.join().unwrap();
+    let ep = (pod_ip(0), 5353);
+    let deleted = netns::run_in(&node, move || skiff_net::conntrack::delete_udp_to_endpoints(&[ep])).unwrap().unwrap();
+    assert_eq!(deleted, 1, "the IPv6 UDP flow's conntrack entry");
+    state.services.pop();
+
     // pod b's endpoint goes: incremental, and only pod a answers
     state.services[0].ports[0].endpoints.truncate(1);
     assert_eq!(v6.sync(&state).unwrap().kind, SyncKind::Incremental);

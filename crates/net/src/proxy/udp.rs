@@ -4,7 +4,7 @@
 //! Services last applied or, after a restart, from the kernel's table.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
@@ -18,22 +18,22 @@ use crate::{netns, Error, Result};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UdpState {
     /// (address, port) of every endpoint UDP Service traffic is sent to.
-    pub endpoints: BTreeSet<(Ipv4Addr, u16)>,
+    pub endpoints: BTreeSet<(IpAddr, u16)>,
     /// Destinations of UDP Services that have endpoints: (address, port) of
     /// ClusterIPs, external and load-balancer addresses; (None, nodePort).
-    pub active: BTreeSet<(Option<Ipv4Addr>, u16)>,
+    pub active: BTreeSet<(Option<IpAddr>, u16)>,
 }
 
 impl UdpState {
     /// Endpoints that `self` sends to and `now` no longer does: their
     /// clients' conntrack entries pin them to an endpoint that is gone.
-    pub fn removed_endpoints(&self, now: &UdpState) -> Vec<(Ipv4Addr, u16)> {
+    pub fn removed_endpoints(&self, now: &UdpState) -> Vec<(IpAddr, u16)> {
         self.endpoints.difference(&now.endpoints).copied().collect()
     }
 
     /// Destinations that have endpoints in `now` and had none in `self`:
     /// datagrams sent while they were rejected left entries without NAT.
-    pub fn newly_active(&self, now: &UdpState) -> Vec<(Option<Ipv4Addr>, u16)> {
+    pub fn newly_active(&self, now: &UdpState) -> Vec<(Option<IpAddr>, u16)> {
         now.active.difference(&self.active).copied().collect()
     }
 
@@ -48,14 +48,13 @@ impl UdpState {
 
     fn add_element(&mut self, set: &str, key: &Key, data: Option<&Data>) {
         let endpoint_map = set == cluster_endpoints(Protocol::Udp) || set == nodeport_endpoints(Protocol::Udp);
-        // conntrack cleanup is IPv4's so far
         match (set, key, data) {
-            (_, Key::AddrProtoPortIndex(..) | Key::ProtoPortIndex(..), Some(Data::AddrPort(IpAddr::V4(ip), port)))
+            (_, Key::AddrProtoPortIndex(..) | Key::ProtoPortIndex(..), Some(Data::AddrPort(ip, port)))
                 if endpoint_map =>
             {
                 self.endpoints.insert((*ip, *port));
             }
-            (SERVICE_IPS, Key::AddrProtoPort(IpAddr::V4(ip), Protocol::Udp, port), _) => {
+            (SERVICE_IPS, Key::AddrProtoPort(ip, Protocol::Udp, port), _) => {
                 self.active.insert((Some(*ip), *port));
             }
             (SERVICE_NODEPORTS, Key::ProtoPort(Protocol::Udp, port), _) => {
@@ -80,16 +79,13 @@ impl UdpState {
     /// agent that restarts compares its first sync with. Lists the four maps
     /// with their elements, which takes nft about a second per 100,000.
     pub fn programmed(netns_path: Option<&Path>, family: Family) -> Result<UdpState> {
-        if family != Family::V4 {
-            return Ok(UdpState::default());
-        }
         let read = || -> Result<UdpState> {
             let mut state = UdpState::default();
             for set in
                 [SERVICE_IPS, SERVICE_NODEPORTS, cluster_endpoints(Protocol::Udp), nodeport_endpoints(Protocol::Udp)]
             {
                 let out = Command::new("nft")
-                    .args(["list", "map", "ip", TABLE, set])
+                    .args(["list", "map", family.nft(), TABLE, set])
                     .output()
                     .map_err(|e| Error::Nftables { message: format!("running nft: {e}") })?;
                 let stderr = String::from_utf8_lossy(&out.stderr);
@@ -98,14 +94,14 @@ impl UdpState {
                         continue;
                     }
                     return Err(Error::Nftables {
-                        message: format!("listing map ip {TABLE} {set}: {}", stderr.trim()),
+                        message: format!("listing map {} {TABLE} {set}: {}", family.nft(), stderr.trim()),
                     });
                 }
                 for (key, data) in parse_elements(&String::from_utf8_lossy(&out.stdout)) {
                     state.add_listed(set, &key, data.as_deref());
                 }
             }
-            for chain in super::nft::existing(None, Family::V4)?.chains {
+            for chain in super::nft::existing(None, family)?.chains {
                 state.add_chain_name(&chain);
             }
             Ok(state)
@@ -119,7 +115,7 @@ impl UdpState {
     /// An element as `nft list` prints it: `10.96.0.10 . udp . 53 . 0` : `10.244.0.3 . 53`.
     fn add_listed(&mut self, set: &str, key: &str, data: Option<&str>) {
         let k: Vec<&str> = key.split(" . ").map(str::trim).collect();
-        let addr_port = |d: Option<&str>| -> Option<(Ipv4Addr, u16)> {
+        let addr_port = |d: Option<&str>| -> Option<(IpAddr, u16)> {
             let (ip, port) = d?.split_once(" . ")?;
             Some((ip.trim().parse().ok()?, port.trim().parse().ok()?))
         };
@@ -163,6 +159,11 @@ fn parse_elements(listing: &str) -> Vec<(String, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        Ipv4Addr::new(a, b, c, d).into()
+    }
 
     #[test]
     fn a_listing_is_read_back_into_udp_endpoints_and_active_destinations() {
@@ -179,22 +180,17 @@ mod tests {
         s.add_listed(SERVICE_NODEPORTS, "udp . 30053", Some("goto np-external-1-udp"));
         s.add_chain_name("ep-default/dns/udp/53/10.244.0.9/5353");
         s.add_chain_name("ep-default/web/tcp/80/10.244.0.9/8080");
-        assert_eq!(
-            s.endpoints,
-            [(Ipv4Addr::new(10, 244, 0, 3), 53), (Ipv4Addr::new(10, 244, 0, 9), 5353)].into_iter().collect()
-        );
-        assert_eq!(s.active, [(Some(Ipv4Addr::new(10, 96, 0, 10)), 53), (None, 30053)].into_iter().collect());
+        assert_eq!(s.endpoints, [(v4(10, 244, 0, 3), 53), (v4(10, 244, 0, 9), 5353)].into_iter().collect());
+        assert_eq!(s.active, [(Some(v4(10, 96, 0, 10)), 53), (None, 30053)].into_iter().collect());
     }
 
     #[test]
     fn from_rejecting_to_active_and_removed_endpoints() {
-        let before = UdpState { endpoints: [(Ipv4Addr::new(10, 244, 0, 3), 53)].into(), active: BTreeSet::new() };
-        let after = UdpState {
-            endpoints: [(Ipv4Addr::new(10, 244, 0, 4), 53)].into(),
-            active: [(Some(Ipv4Addr::new(10, 96, 0, 10)), 53)].into(),
-        };
-        assert_eq!(before.removed_endpoints(&after), vec![(Ipv4Addr::new(10, 244, 0, 3), 53)]);
-        assert_eq!(before.newly_active(&after), vec![(Some(Ipv4Addr::new(10, 96, 0, 10)), 53)]);
+        let before = UdpState { endpoints: [(v4(10, 244, 0, 3), 53)].into(), active: BTreeSet::new() };
+        let after =
+            UdpState { endpoints: [(v4(10, 244, 0, 4), 53)].into(), active: [(Some(v4(10, 96, 0, 10)), 53)].into() };
+        assert_eq!(before.removed_endpoints(&after), vec![(v4(10, 244, 0, 3), 53)]);
+        assert_eq!(before.newly_active(&after), vec![(Some(v4(10, 96, 0, 10)), 53)]);
         assert!(after.newly_active(&after).is_empty());
     }
 }
