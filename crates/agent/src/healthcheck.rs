@@ -42,9 +42,9 @@ pub fn response(h: &Health) -> (StatusCode, String) {
 /// proxy states built from them, one per family (local endpoints counted over
 /// the Service's ports, each endpoint once, as kube-proxy does; from the first
 /// family in which the Service has endpoints, so that a dual-stack pod counts once).
-pub fn wanted(services: &[Service], states: &[ProxyState]) -> BTreeMap<u16, Health> {
+pub fn wanted<S: std::borrow::Borrow<Service>>(services: &[S], states: &[ProxyState]) -> BTreeMap<u16, Health> {
     let mut out = BTreeMap::new();
-    for svc in services {
+    for svc in services.iter().map(std::borrow::Borrow::borrow) {
         let Some(spec) = &svc.spec else { continue };
         if spec.type_.as_deref() != Some("LoadBalancer") || spec.external_traffic_policy.as_deref() != Some("Local") {
             continue;

@@ -8,6 +8,7 @@
 //! rate-limits (at most one sync per `debounce`, the first change after a
 //! quiet spell at once) and calls `Proxy::sync` on a blocking thread.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -95,15 +96,20 @@ fn endpoints_for(
 }
 
 /// The proxy model for this node and `family`.
-pub fn proxy_state(
-    services: &[Service],
-    slices: &[EndpointSlice],
-    pods: &[Pod],
+pub fn proxy_state<S, E, P>(
+    services: &[S],
+    slices: &[E],
+    pods: &[P],
     config: &ProxyConfig,
     family: Family,
-) -> ProxyState {
+) -> ProxyState
+where
+    S: Borrow<Service>,
+    E: Borrow<EndpointSlice>,
+    P: Borrow<Pod>,
+{
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
-    for s in slices {
+    for s in slices.iter().map(Borrow::borrow) {
         if let Some(svc) = s.labels().get("kubernetes.io/service-name") {
             by_service.entry((s.namespace().unwrap_or_default(), svc.clone())).or_default().push(s);
         }
@@ -120,7 +126,7 @@ pub fn proxy_state(
         services: Vec::new(),
         host_ports: host_ports(pods, &config.node_name, family),
     };
-    for svc in services {
+    for svc in services.iter().map(Borrow::borrow) {
         let Some(spec) = &svc.spec else { continue };
         if spec.type_.as_deref() == Some("ExternalName") {
             continue;
@@ -205,9 +211,9 @@ fn clear_udp_conntrack(old: &proxy::UdpState, new: &proxy::UdpState) {
 }
 
 /// HostPorts of the running pods on this node, to their addresses of `family`.
-fn host_ports(pods: &[Pod], node: &str, family: Family) -> Vec<HostPort> {
+fn host_ports<P: Borrow<Pod>>(pods: &[P], node: &str, family: Family) -> Vec<HostPort> {
     let mut out = Vec::new();
-    for pod in pods {
+    for pod in pods.iter().map(Borrow::borrow) {
         let Some(spec) = &pod.spec else { continue };
         if spec.node_name.as_deref() != Some(node) || spec.host_network == Some(true) {
             continue;
@@ -317,6 +323,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             got = rx.recv() => if got.is_none() { break },
         }
+        let woke = std::time::Instant::now();
         // at most one sync per `debounce`: a change after a quiet spell is
         // applied at once, the changes of a burst go into one transaction
         if let Some(wait) = last_sync.map(|t| config.debounce.saturating_sub(t.elapsed())) {
@@ -324,17 +331,25 @@ pub async fn run(
         }
         while rx.try_recv().is_ok() {}
         last_sync = Some(std::time::Instant::now());
-        let services = svc_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
-        let slices = slice_store.state().iter().map(|s| (**s).clone()).collect::<Vec<_>>();
-        let pods = pod_store.state().iter().map(|p| (**p).clone()).collect::<Vec<_>>();
+        // the stores' objects as they are (shared, not copied)
+        let services = svc_store.state();
+        let slices = slice_store.state();
+        let pods = pod_store.state();
         let mut failed = false;
         let mut states = Vec::with_capacity(proxies.len());
         for (proxy, previous) in proxies.iter_mut().zip(previous.iter_mut()) {
-            let state = proxy_state(&services, &slices, &pods, &config, proxy.family());
             let started = std::time::Instant::now();
+            let state = proxy_state(&services, &slices, &pods, &config, proxy.family());
+            let built = started.elapsed();
             match tokio::task::block_in_place(|| proxy.sync(&state)) {
                 Ok(stats) => {
-                    tracing::debug!(family = %proxy.family(), ?stats, elapsed = ?started.elapsed(), "proxy synced");
+                    tracing::debug!(
+                        family = %proxy.family(),
+                        ?stats,
+                        ?built,
+                        since_change = ?woke.elapsed(),
+                        "proxy synced"
+                    );
                     let now = proxy.udp_state();
                     if let Some(old) = &*previous {
                         clear_udp_conntrack(old, &now);
@@ -443,7 +458,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let state = proxy_state(&[svc], &[slice], &[], &cfg(), Family::V4);
+        let state = proxy_state(&[svc], &[slice], &[] as &[Pod], &cfg(), Family::V4);
         assert_eq!(state.services.len(), 1);
         let s = &state.services[0];
         assert_eq!(s.cluster_ip, Some(ip("10.96.0.20")));

@@ -443,6 +443,11 @@ fn ipv6_services_through_the_ip6_table() {
     assert_eq!(v6.sync(&state).unwrap().kind, SyncKind::Full);
     let table = proxy::list_family_table(Some(&node), proxy::Family::V6).unwrap();
     assert!(table.contains("fd00:10:96::20 . tcp . 80 . 1 : fd00:10:244::11 . 8080"), "{table}");
+    // the same element read straight from the kernel
+    let lookup = proxy::Lookup::open(Some(&node)).unwrap();
+    let vip6: std::net::IpAddr = "fd00:10:96::20".parse().unwrap();
+    assert_eq!(lookup.cluster_endpoint(vip6, Protocol::Tcp, 80, 1).unwrap(), Some((pod_ip(1), 8080)));
+    assert_eq!(lookup.cluster_endpoint(vip6, Protocol::Tcp, 80, 2).unwrap(), None);
     assert!(proxy::list_table(Some(&node)).is_err(), "no IPv4 table was asked for");
     // an IPv4 state is refused by the IPv6 proxy, not half applied
     assert!(v6.sync(&ProxyState::default()).is_err());

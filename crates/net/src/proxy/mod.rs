@@ -58,6 +58,43 @@ pub use render::{render, Ruleset, TABLE};
 pub use sync::{Proxy, SyncKind, SyncStats};
 pub use udp::UdpState;
 
+/// Reads single elements of the proxy's tables straight from the kernel
+/// (one netlink request each, on a socket it keeps): how a benchmark sees a
+/// change land without `nft`, which reads whole sets for it.
+pub struct Lookup {
+    conn: nfnl::Conn,
+}
+
+impl Lookup {
+    /// For the namespace pinned at `netns` (this thread's when `None`).
+    pub fn open(netns: Option<&std::path::Path>) -> crate::Result<Lookup> {
+        Ok(Lookup { conn: nfnl::Conn::open(netns)? })
+    }
+
+    /// The endpoint a ClusterIP (or external address) port's `index`-th
+    /// choice DNATs to now, if any.
+    pub fn cluster_endpoint(
+        &self,
+        vip: IpAddr,
+        protocol: Protocol,
+        port: u16,
+        index: u32,
+    ) -> crate::Result<Option<(IpAddr, u16)>> {
+        let key = render::Key::AddrProtoPortIndex(vip, protocol, port, index);
+        let data = self.conn.element_data(Family::of(vip), render::cluster_endpoints(protocol), &key)?;
+        Ok(data.and_then(|d| {
+            let (addr, rest): (IpAddr, &[u8]) = match (vip, d.len()) {
+                (IpAddr::V4(_), 8) => (std::net::Ipv4Addr::new(d[0], d[1], d[2], d[3]).into(), &d[4..]),
+                (IpAddr::V6(_), 20) => {
+                    (std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&d[..16]).ok()?).into(), &d[16..])
+                }
+                _ => return None,
+            };
+            Some((addr, u16::from_be_bytes([rest[0], rest[1]])))
+        }))
+    }
+}
+
 /// Apply one nft JSON transaction (the pod network's chain shares the table).
 pub(crate) fn apply_json(netns: Option<&std::path::Path>, payload: &str) -> crate::Result<()> {
     nft::apply_json(netns, payload)

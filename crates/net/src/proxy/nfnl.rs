@@ -24,6 +24,7 @@ use crate::{netns, Error, Result};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
@@ -260,6 +261,56 @@ impl Conn {
         Ok(Conn { socket })
     }
 
+    /// The data of element `key` of `set` in table `skiff` of `family`, as
+    /// the kernel holds it now (`None` when there is no such element). One
+    /// `GETSETELEM` request, no batch: for benchmarks that watch a change land.
+    pub fn element_data(&self, family: Family, set: &str, key: &Key) -> Result<Option<Vec<u8>>> {
+        let raw = self.socket.as_raw_fd();
+        let mut rbuf = vec![0u8; 1 << 16];
+        while recv(raw, &mut rbuf, MsgFlags::MSG_DONTWAIT).is_ok() {}
+        let mut b = Batch::new(family);
+        b.buf.clear();
+        let msg = b.header(NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_ACK);
+        put_str(&mut b.buf, NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        put_str(&mut b.buf, NFTA_SET_ELEM_LIST_SET, set);
+        let elements = nest_start(&mut b.buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+        let elem = nest_start(&mut b.buf, NFTA_LIST_ELEM);
+        let k = nest_start(&mut b.buf, NFTA_SET_ELEM_KEY);
+        let mut value = [0u8; KEY_MAX];
+        let len = key_bytes(key, &mut value);
+        put(&mut b.buf, NFTA_DATA_VALUE, &value[..len]);
+        nest_end(&mut b.buf, k);
+        nest_end(&mut b.buf, elem);
+        nest_end(&mut b.buf, elements);
+        b.finish(msg);
+        send(raw, &b.buf, MsgFlags::empty()).map_err(|e| err(format!("send: {e}")))?;
+        // the element (NEWSETELEM), then the ack; or an error (ENOENT: not there)
+        let mut data = None;
+        loop {
+            let n = recv(raw, &mut rbuf, MsgFlags::empty()).map_err(|e| err(format!("recv: {e}")))?;
+            let mut at = 0;
+            while at + 16 <= n {
+                let len = u32::from_ne_bytes([rbuf[at], rbuf[at + 1], rbuf[at + 2], rbuf[at + 3]]) as usize;
+                let kind = u16::from_ne_bytes([rbuf[at + 4], rbuf[at + 5]]);
+                if len < 16 || at + len > n {
+                    break;
+                }
+                if kind == NLMSG_ERROR {
+                    let code = i32::from_ne_bytes([rbuf[at + 16], rbuf[at + 17], rbuf[at + 18], rbuf[at + 19]]);
+                    return match code {
+                        0 => Ok(data),
+                        c if c == -(nix::errno::Errno::ENOENT as i32) => Ok(None),
+                        c => Err(err(format!("get element: {}", nix::errno::Errno::from_raw(-c)))),
+                    };
+                }
+                if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
+                    data = element_value(&rbuf[at + 20..at + len]).or(data);
+                }
+                at += (len + 3) & !3;
+            }
+        }
+    }
+
     /// Send `buf` and read the answers. The kernel handles a batch while
     /// `send` runs, so its answers are queued by the time it returns.
     fn exchange(&self, buf: &[u8], messages: u32, what: &[(u32, String)]) -> Result<()> {
@@ -320,6 +371,31 @@ fn read_answers(raw: std::os::fd::RawFd, rbuf: &mut [u8], messages: u32, what: &
         return Err(err(format!("the kernel answered {answers} of {messages} messages")));
     }
     Ok(())
+}
+
+/// The attributes in `buf`: (type without flags, payload).
+fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= buf.len() {
+        let len = u16::from_ne_bytes([buf[at], buf[at + 1]]) as usize;
+        let kind = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & 0x3fff;
+        if len < 4 || at + len > buf.len() {
+            break;
+        }
+        out.push((kind, &buf[at + 4..at + len]));
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+/// The data value of the first element in a NEWSETELEM message's attributes.
+fn element_value(msg: &[u8]) -> Option<Vec<u8>> {
+    let (_, list) = attrs(msg).into_iter().find(|(k, _)| *k == NFTA_SET_ELEM_LIST_ELEMENTS)?;
+    let (_, elem) = attrs(list).into_iter().find(|(k, _)| *k == NFTA_LIST_ELEM)?;
+    let (_, data) = attrs(elem).into_iter().find(|(k, _)| *k == NFTA_SET_ELEM_DATA)?;
+    let (_, value) = attrs(data).into_iter().find(|(k, _)| *k == NFTA_DATA_VALUE)?;
+    Some(value.to_vec())
 }
 
 fn put(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
