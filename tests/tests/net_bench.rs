@@ -159,10 +159,20 @@ fn bench_cluster_ip_connection_rate_and_latency() {
 
     let listener = in_netns(&pod, || TcpListener::bind("10.244.0.2:8080").unwrap());
     listener.set_nonblocking(false).unwrap();
+    // the accept thread only accepts (a read there let the backlog overflow
+    // and SYNs be retransmitted after 1 s); a second thread waits for each
+    // client to close first (it keeps the TIME_WAIT, as real clients do).
+    // Bounded by the process: the test ends, the threads go with it.
+    let (accepted, to_close) = std::sync::mpsc::channel::<TcpStream>();
     std::thread::spawn(move || {
-        // bounded by the process: the test ends, the thread goes with it
-        // the client closes first (it keeps the TIME_WAIT, as real clients do)
-        for mut c in listener.incoming().take(1_000_000).flatten() {
+        for c in listener.incoming().take(1_000_000).flatten() {
+            if accepted.send(c).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for mut c in to_close {
             let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = std::io::Read::read(&mut c, &mut [0u8; 16]);
         }
