@@ -34,6 +34,10 @@ pub struct ProxyFigures {
     pub full_apply: Duration,
     /// A sync with nothing changed (comparing the state with the last one).
     pub unchanged: Duration,
+    /// The baseline, in the same run: the same table, elements included, as
+    /// one `nft -f` of nft's own syntax into an empty namespace (how the
+    /// proxy loaded it before the elements went over netlink).
+    pub nft_alone: Duration,
 }
 
 impl std::fmt::Display for ProxyFigures {
@@ -54,13 +58,19 @@ impl std::fmt::Display for ProxyFigures {
         )?;
         writeln!(f, "  full resync        {:>9.1} ms", ms(self.resync))?;
         writeln!(f, "  unchanged          {:>9.1} ms (comparing the state with the last one)", ms(self.unchanged))?;
-        write!(
+        writeln!(
             f,
             "  incremental (1 ep) {:>9.1} ms p50, {:.1} ms p99 over {} (element batch p50 {:.1} ms)",
             ms(self.incremental_p50),
             ms(self.incremental_p99),
             self.incremental_samples,
             ms(self.incremental_apply_p50)
+        )?;
+        write!(
+            f,
+            "  baseline: the same table as one nft -f {:>9.1} ms; full sync / baseline {:.2}",
+            ms(self.nft_alone),
+            self.full_sync.as_secs_f64() / self.nft_alone.as_secs_f64().max(1e-9)
         )
     }
 }
@@ -111,6 +121,7 @@ struct NsGuard(PathBuf);
 impl Drop for NsGuard {
     fn drop(&mut self) {
         let _ = netns::remove(&self.0.join("ns"));
+        let _ = netns::remove(&self.0.join("baseline"));
         // netns::create may have made the directory a shared mount
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&self.0);
@@ -157,6 +168,16 @@ pub fn measure(services: usize, endpoints: usize, samples: usize) -> Result<Prox
     }
     times.sort();
     applies.sort();
+
+    // the baseline: everything through nft, in a namespace of its own
+    let baseline_ns = guard.0.join("baseline");
+    netns::create(&baseline_ns)?;
+    let text = super::render(&state).to_text();
+    let t = Instant::now();
+    super::nft::apply(Some(&baseline_ns), &text)?;
+    let nft_alone = t.elapsed();
+    netns::remove(&baseline_ns)?;
+
     let pct = |p: f64| times.get(((times.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default();
     Ok(ProxyFigures {
         services,
@@ -172,5 +193,6 @@ pub fn measure(services: usize, endpoints: usize, samples: usize) -> Result<Prox
         incremental_apply_p50: applies.get(applies.len() / 2).copied().unwrap_or_default(),
         full_apply: first.apply,
         unchanged,
+        nft_alone,
     })
 }
