@@ -64,13 +64,13 @@ fn text(services: Vec<Service>) -> String {
 fn the_table_without_services() {
     let expected = r#"table ip skiff {
 	map cluster-endpoints-sctp {
-		type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service
+		typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . sctp dport
 	}
 	map cluster-endpoints-tcp {
-		type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service
+		typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport
 	}
 	map cluster-endpoints-udp {
-		type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service
+		typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . udp dport
 	}
 	set cluster-ips {
 		type ipv4_addr
@@ -87,13 +87,13 @@ fn the_table_without_services() {
 		type ipv4_addr . inet_proto . inet_service : verdict
 	}
 	map nodeport-endpoints-sctp {
-		type inet_proto . inet_service . integer : ipv4_addr . inet_service
+		typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . sctp dport
 	}
 	map nodeport-endpoints-tcp {
-		type inet_proto . inet_service . integer : ipv4_addr . inet_service
+		typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport
 	}
 	map nodeport-endpoints-udp {
-		type inet_proto . inet_service . integer : ipv4_addr . inet_service
+		typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . udp dport
 	}
 	map service-ips {
 		type ipv4_addr . inet_proto . inet_service : verdict
@@ -167,7 +167,7 @@ fn a_cluster_ip_dispatches_to_a_shared_chain_and_picks_from_the_endpoint_map() {
     assert_eq!(
         block(&t, "map cluster-endpoints-tcp {"),
         "map cluster-endpoints-tcp {\n\
-         type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service\n\
+         typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . tcp dport\n\
          elements = { 10.96.0.20 . tcp . 80 . 0 : 10.244.0.2 . 8080,\n\
          10.96.0.20 . tcp . 80 . 1 : 10.244.1.3 . 8080 }\n\
          }"

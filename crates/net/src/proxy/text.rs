@@ -16,13 +16,19 @@ pub(crate) fn table(family: Family, all: &Fragment) -> String {
         let kind = if decl.is_map { "map" } else { "set" };
         let _ = writeln!(out, "\t{kind} {name} {{");
         let key = key_type(&decl.key);
-        match &decl.data {
-            Some(d) => {
-                let _ = writeln!(out, "\t\ttype {key} : {d}");
+        match (&decl.type_of, &decl.data) {
+            // as nft lists it, and as it must be declared
+            (Some(t), _) => {
+                let _ = writeln!(out, "\t\ttypeof {t}");
             }
-            None => {
-                let _ = writeln!(out, "\t\ttype {key}");
-            }
+            (None, data) => match data {
+                Some(d) => {
+                    let _ = writeln!(out, "\t\ttype {key} : {d}");
+                }
+                None => {
+                    let _ = writeln!(out, "\t\ttype {key}");
+                }
+            },
         }
         if !decl.flags.is_empty() {
             let _ = writeln!(out, "\t\tflags {}", decl.flags.join(","));
