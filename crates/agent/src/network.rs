@@ -60,7 +60,7 @@ pub struct NetworkOptions {
     pub backend: Backend,
     /// Program Services into nftables (kube-proxy's job); off with `--disable-kube-proxy`.
     pub proxy: bool,
-    /// How long the proxy gathers changes before one nftables transaction.
+    /// The shortest time between two proxy syncs (the changes of a burst go into one).
     pub proxy_debounce: Duration,
     /// Cluster DNS and ingress on this node.
     pub addons: crate::addons::AddonOptions,
