@@ -157,7 +157,19 @@ fn bench_cluster_ip_connection_rate_and_latency() {
     ip(&["-n", &pod, "link", "set", "lo", "up"]);
     ip(&["-n", &pod, "route", "add", "default", "via", "10.244.0.1"]);
 
-    let listener = in_netns(&pod, || TcpListener::bind("10.244.0.2:8080").unwrap());
+    // a listen queue of 4,096, not std's 128: the client connects every few
+    // µs, and an accept thread that loses the CPU for a moment would let 128
+    // fill and the next SYN wait a second for its retransmission
+    let listener = in_netns(&pod, || {
+        use nix::sys::socket::{
+            bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+        };
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::new(10, 244, 0, 2, 8080)).unwrap();
+        listen(&fd, Backlog::new(4096).unwrap()).unwrap();
+        TcpListener::from(fd)
+    });
     listener.set_nonblocking(false).unwrap();
     // the accept thread only accepts (a read there let the backlog overflow
     // and SYNs be retransmitted after 1 s); a second thread waits for each
