@@ -608,3 +608,37 @@ async fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
     released.sort();
     assert_eq!(released, vec![ips3[0], ips3[1]]);
 }
+
+/// Someone deletes the table behind the proxy's back (`nft flush ruleset`):
+/// the next incremental sync's element batch is refused by the kernel as a
+/// whole, with an error naming what it refused, and the sync after it is a
+/// full one that rebuilds the table.
+#[test]
+fn a_table_deleted_behind_the_proxys_back_is_rebuilt() {
+    if !need_root() {
+        return;
+    }
+    let mut w = World::new();
+    let node = w.netns("gone-node");
+    let a1 = Ipv4Addr::new(10, 244, 0, 2);
+    let mut state = ProxyState {
+        family: proxy::Family::V4,
+        cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+        pod_cidr: Some("10.244.0.0/24".parse().unwrap()),
+        services: vec![svc("web", "10.96.0.20", 80, &[(a1, true)])],
+        host_ports: vec![],
+    };
+    let mut p = Proxy::in_netns(&node);
+    assert_eq!(p.sync(&state).unwrap().kind, SyncKind::Full);
+    proxy::delete_table(Some(&node)).unwrap();
+    state.services[0].ports[0].endpoints[0].ip = Ipv4Addr::new(10, 244, 0, 3).into();
+    let e = p.sync(&state).unwrap_err().to_string();
+    assert!(e.contains("refused the batch") && e.contains("cluster-endpoints-tcp"), "{e}");
+    assert_eq!(p.sync(&state).unwrap().kind, SyncKind::Full, "the sync after a failure is a full one");
+    let lookup = proxy::Lookup::open(Some(&node)).unwrap();
+    let vip: std::net::IpAddr = "10.96.0.20".parse().unwrap();
+    assert_eq!(
+        lookup.cluster_endpoint(vip, Protocol::Tcp, 80, 0).unwrap(),
+        Some(("10.244.0.3".parse().unwrap(), 8080))
+    );
+}

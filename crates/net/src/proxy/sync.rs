@@ -269,6 +269,9 @@ pub struct SyncStats {
 
 struct Applied {
     cluster_cidr: Option<ipnet::IpNet>,
+    /// What the global part was rendered from (`render_global` reads only these).
+    pod_cidr: Option<ipnet::IpNet>,
+    host_ports: Vec<super::HostPort>,
     global: Fragment,
     /// namespace/name → (the Service as applied, its fragment)
     services: HashMap<String, (Service, Fragment)>,
@@ -343,11 +346,17 @@ impl Proxy {
         let due = self.last_full.is_none_or(|t| t.elapsed() >= self.full_every);
         match &self.applied {
             Some(a) if !due && a.cluster_cidr == state.cluster_cidr => {
-                let global = render_global(state);
-                if global == a.global {
-                    return self.incremental(state);
+                // the global part is rendered again only when what it is made of changed
+                if a.pod_cidr != state.pod_cidr || a.host_ports != state.host_ports {
+                    if render_global(state) != a.global {
+                        return self.full_sync(state);
+                    }
+                    if let Some(a) = self.applied.as_mut() {
+                        a.pod_cidr = state.pod_cidr;
+                        a.host_ports = state.host_ports.clone();
+                    }
                 }
-                self.full_sync(state)
+                self.incremental(state)
             }
             _ => self.full_sync(state),
         }
@@ -391,7 +400,14 @@ impl Proxy {
                 (key, (s.clone(), f))
             })
             .collect();
-        self.applied = Some(Applied { cluster_cidr: state.cluster_cidr, global: ruleset.global, services, selects });
+        self.applied = Some(Applied {
+            cluster_cidr: state.cluster_cidr,
+            pod_cidr: state.pod_cidr,
+            host_ports: state.host_ports.clone(),
+            global: ruleset.global,
+            services,
+            selects,
+        });
         self.last_full = Some(Instant::now());
         tracing::debug!(commands, bytes, ?apply, "nftables: full sync");
         Ok(SyncStats {
