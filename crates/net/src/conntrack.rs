@@ -11,20 +11,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
+use crate::nfnetlink::{
+    attrs, error_code, finish, messages, nest_end, nest_start, put, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+};
+
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_TUPLE_IP: u16 = 1;
@@ -111,7 +109,7 @@ fn delete_where(stale: impl Fn(&Entry) -> bool) -> Result<usize, ConntrackError>
         let family = if entry.orig.src.is_ipv4() { AF_INET } else { AF_INET6 };
         let mut msg = header(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, family);
         push_tuple(&mut msg, CTA_TUPLE_ORIG, &entry.orig);
-        finish(&mut msg);
+        finish(&mut msg, 0);
         socket.send(&msg, 0)?;
         match ack(&socket)? {
             0 => deleted += 1,
@@ -126,7 +124,7 @@ fn delete_where(stale: impl Fn(&Entry) -> bool) -> Result<usize, ConntrackError>
 /// Every conntrack entry, IPv4 and IPv6.
 pub fn dump(socket: &Socket) -> Result<Vec<Entry>, ConntrackError> {
     let mut msg = header(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, 1, AF_UNSPEC);
-    finish(&mut msg);
+    finish(&mut msg, 0);
     socket.send(&msg, 0)?;
     let mut out = Vec::new();
     loop {
@@ -135,7 +133,7 @@ pub fn dump(socket: &Socket) -> Result<Vec<Entry>, ConntrackError> {
             match ty {
                 NLMSG_DONE => return Ok(out),
                 NLMSG_ERROR => {
-                    let errno = payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                    let errno = error_code(payload);
                     if errno != 0 {
                         return Err(ConntrackError::Kernel { op: "dump", errno });
                     }
@@ -157,66 +155,39 @@ fn ack(socket: &Socket) -> Result<i32, ConntrackError> {
         let (buf, _) = socket.recv_from_full()?;
         for (ty, payload) in messages(&buf) {
             if ty == NLMSG_ERROR {
-                return Ok(payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])));
+                return Ok(error_code(payload));
             }
         }
     }
 }
 
+/// A request with its header; [`finish`] sets its length.
 fn header(msg: u16, flags: u16, seq: u32, family: u8) -> Vec<u8> {
     let mut v = Vec::with_capacity(64);
-    v.extend_from_slice(&0u32.to_ne_bytes());
-    v.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | msg).to_ne_bytes());
-    v.extend_from_slice(&flags.to_ne_bytes());
-    v.extend_from_slice(&seq.to_ne_bytes());
-    v.extend_from_slice(&0u32.to_ne_bytes());
-    // nfgenmsg: family, version, resource id (big endian)
-    v.extend_from_slice(&[family, 0, 0, 0]);
+    crate::nfnetlink::header(&mut v, NFNL_SUBSYS_CTNETLINK << 8 | msg, flags, seq, family, 0);
     v
 }
 
-fn finish(msg: &mut [u8]) {
-    let len = u32::try_from(msg.len()).unwrap_or(u32::MAX).to_ne_bytes();
-    msg[..4].copy_from_slice(&len);
-}
-
-fn push_attr(msg: &mut Vec<u8>, ty: u16, data: &[u8]) {
-    let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
-    msg.extend_from_slice(&len.to_ne_bytes());
-    msg.extend_from_slice(&ty.to_ne_bytes());
-    msg.extend_from_slice(data);
-    while !msg.len().is_multiple_of(4) {
-        msg.push(0);
-    }
-}
-
-fn nested(ty: u16, build: impl FnOnce(&mut Vec<u8>)) -> (u16, Vec<u8>) {
-    let mut inner = Vec::new();
-    build(&mut inner);
-    (ty | NLA_F_NESTED, inner)
-}
-
 fn push_tuple(msg: &mut Vec<u8>, which: u16, t: &Tuple) {
-    let (ty, body) = nested(which, |m| {
-        let (ip_ty, ip) = nested(CTA_TUPLE_IP, |m| match (t.src, t.dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                push_attr(m, CTA_IP_V4_SRC, &src.octets());
-                push_attr(m, CTA_IP_V4_DST, &dst.octets());
-            }
-            (src, dst) => {
-                push_attr(m, CTA_IP_V6_SRC, &v6_octets(src));
-                push_attr(m, CTA_IP_V6_DST, &v6_octets(dst));
-            }
-        });
-        push_attr(m, ip_ty, &ip);
-        let (proto_ty, proto) = nested(CTA_TUPLE_PROTO, |m| {
-            push_attr(m, CTA_PROTO_NUM, &[t.protocol]);
-            push_attr(m, CTA_PROTO_SRC_PORT, &t.src_port.to_be_bytes());
-            push_attr(m, CTA_PROTO_DST_PORT, &t.dst_port.to_be_bytes());
-        });
-        push_attr(m, proto_ty, &proto);
-    });
-    push_attr(msg, ty, &body);
+    let tuple = nest_start(msg, which);
+    let ip = nest_start(msg, CTA_TUPLE_IP);
+    match (t.src, t.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            put(msg, CTA_IP_V4_SRC, &src.octets());
+            put(msg, CTA_IP_V4_DST, &dst.octets());
+        }
+        (src, dst) => {
+            put(msg, CTA_IP_V6_SRC, &v6_octets(src));
+            put(msg, CTA_IP_V6_DST, &v6_octets(dst));
+        }
+    }
+    nest_end(msg, ip);
+    let proto = nest_start(msg, CTA_TUPLE_PROTO);
+    put(msg, CTA_PROTO_NUM, &[t.protocol]);
+    put(msg, CTA_PROTO_SRC_PORT, &t.src_port.to_be_bytes());
+    put(msg, CTA_PROTO_DST_PORT, &t.dst_port.to_be_bytes());
+    nest_end(msg, proto);
+    nest_end(msg, tuple);
 }
 
 fn v6_octets(ip: IpAddr) -> [u8; 16] {
@@ -224,38 +195,6 @@ fn v6_octets(ip: IpAddr) -> [u8; 16] {
         IpAddr::V6(v6) => v6.octets(),
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
     }
-}
-
-/// The netlink messages in one datagram: (type, payload after the header).
-fn messages(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 16 <= buf.len() {
-        let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-        let ty = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        if len < 16 || at + len > buf.len() {
-            break;
-        }
-        out.push((ty, &buf[at + 16..at + len]));
-        at += (len + 3) & !3;
-    }
-    out
-}
-
-/// The attributes in `buf`: (type without flags, payload).
-fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= buf.len() {
-        let len = u16::from_ne_bytes([buf[at], buf[at + 1]]) as usize;
-        let ty = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & NLA_TYPE_MASK;
-        if len < 4 || at + len > buf.len() {
-            break;
-        }
-        out.push((ty, &buf[at + 4..at + len]));
-        at += (len + 3) & !3;
-    }
-    out
 }
 
 fn parse_tuple(buf: &[u8]) -> Option<Tuple> {

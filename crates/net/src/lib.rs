@@ -15,6 +15,7 @@ pub mod bridge;
 pub mod conntrack;
 pub mod ipam;
 pub mod netns;
+mod nfnetlink;
 pub mod pod;
 pub mod proxy;
 pub mod vxlan;

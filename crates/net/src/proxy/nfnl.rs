@@ -20,7 +20,10 @@ use nix::sys::socket::{recv, send, setsockopt, sockopt, MsgFlags};
 
 use super::render::{Data, Key, TABLE};
 use super::Family;
-use crate::{netns, Error, Result};
+use crate::nfnetlink::{
+    attrs, error_code, messages, nest_end, nest_start, put, put_str, HEADER_LEN, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+};
+use crate::{netns, nfnetlink, Error, Result};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
@@ -28,11 +31,7 @@ const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
-const NLA_F_NESTED: u16 = 0x8000;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -185,34 +184,27 @@ impl Batch {
 
     /// A message header (nlmsghdr and nfgenmsg); returns where it starts.
     fn header(&mut self, kind: u16, flags: u16) -> usize {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish
-        self.buf.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | kind).to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&self.seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-        self.buf.extend_from_slice(&[self.family.nfproto(), 0, 0, 0]); // family, version 0, res_id 0
+        let start = nfnetlink::header(
+            &mut self.buf,
+            (NFNL_SUBSYS_NFTABLES << 8) | kind,
+            flags,
+            self.seq,
+            self.family.nfproto(),
+            0,
+        );
         self.seq += 1;
         start
     }
 
     fn finish(&mut self, start: usize) {
-        let len = (self.buf.len() - start) as u32;
-        self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+        nfnetlink::finish(&mut self.buf, start);
         self.messages += 1;
     }
 
-    /// Batch begin/end: family unspecified, res_id the subsystem (big-endian).
+    /// Batch begin/end: family unspecified, res_id the subsystem.
     fn control(&mut self, kind: u16) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&20u32.to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-        self.buf.extend_from_slice(&self.seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        self.buf.extend_from_slice(&[0, 0]);
-        self.buf.extend_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
-        debug_assert_eq!(self.buf.len() - start, 20);
+        let start = nfnetlink::header(&mut self.buf, kind, NLM_F_REQUEST, self.seq, 0, NFNL_SUBSYS_NFTABLES);
+        nfnetlink::finish(&mut self.buf, start);
         self.seq += 1;
     }
 
@@ -268,45 +260,38 @@ impl Conn {
         let raw = self.socket.as_raw_fd();
         let mut rbuf = vec![0u8; 1 << 16];
         while recv(raw, &mut rbuf, MsgFlags::MSG_DONTWAIT).is_ok() {}
-        let mut b = Batch::new(family);
-        b.buf.clear();
-        let msg = b.header(NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_ACK);
-        put_str(&mut b.buf, NFTA_SET_ELEM_LIST_TABLE, TABLE);
-        put_str(&mut b.buf, NFTA_SET_ELEM_LIST_SET, set);
-        let elements = nest_start(&mut b.buf, NFTA_SET_ELEM_LIST_ELEMENTS);
-        let elem = nest_start(&mut b.buf, NFTA_LIST_ELEM);
-        let k = nest_start(&mut b.buf, NFTA_SET_ELEM_KEY);
+        let mut req = Vec::with_capacity(128);
+        let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM;
+        let msg = nfnetlink::header(&mut req, kind, NLM_F_REQUEST | NLM_F_ACK, 1, family.nfproto(), 0);
+        put_str(&mut req, NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        put_str(&mut req, NFTA_SET_ELEM_LIST_SET, set);
+        let elements = nest_start(&mut req, NFTA_SET_ELEM_LIST_ELEMENTS);
+        let elem = nest_start(&mut req, NFTA_LIST_ELEM);
+        let k = nest_start(&mut req, NFTA_SET_ELEM_KEY);
         let mut value = [0u8; KEY_MAX];
         let len = key_bytes(key, &mut value);
-        put(&mut b.buf, NFTA_DATA_VALUE, &value[..len]);
-        nest_end(&mut b.buf, k);
-        nest_end(&mut b.buf, elem);
-        nest_end(&mut b.buf, elements);
-        b.finish(msg);
-        send(raw, &b.buf, MsgFlags::empty()).map_err(|e| err(format!("send: {e}")))?;
+        put(&mut req, NFTA_DATA_VALUE, &value[..len]);
+        nest_end(&mut req, k);
+        nest_end(&mut req, elem);
+        nest_end(&mut req, elements);
+        nfnetlink::finish(&mut req, msg);
+        send(raw, &req, MsgFlags::empty()).map_err(|e| err(format!("send: {e}")))?;
         // the element (NEWSETELEM), then the ack; or an error (ENOENT: not there)
         let mut data = None;
         loop {
             let n = recv(raw, &mut rbuf, MsgFlags::empty()).map_err(|e| err(format!("recv: {e}")))?;
-            let mut at = 0;
-            while at + 16 <= n {
-                let len = u32::from_ne_bytes([rbuf[at], rbuf[at + 1], rbuf[at + 2], rbuf[at + 3]]) as usize;
-                let kind = u16::from_ne_bytes([rbuf[at + 4], rbuf[at + 5]]);
-                if len < 16 || at + len > n {
-                    break;
-                }
+            for (kind, payload) in messages(&rbuf[..n]) {
                 if kind == NLMSG_ERROR {
-                    let code = i32::from_ne_bytes([rbuf[at + 16], rbuf[at + 17], rbuf[at + 18], rbuf[at + 19]]);
-                    return match code {
+                    return match error_code(payload) {
                         0 => Ok(data),
                         c if c == -(nix::errno::Errno::ENOENT as i32) => Ok(None),
                         c => Err(err(format!("get element: {}", nix::errno::Errno::from_raw(-c)))),
                     };
                 }
                 if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
-                    data = element_value(&rbuf[at + 20..at + len]).or(data);
+                    // after the nfgenmsg
+                    data = payload.get(HEADER_LEN - 16..).and_then(element_value).or(data);
                 }
-                at += (len + 3) & !3;
             }
         }
     }
@@ -333,33 +318,26 @@ fn err(message: impl std::fmt::Display) -> Error {
     Error::Nftables { message: format!("table {TABLE}: elements over netlink: {message}") }
 }
 
-fn read_answers(raw: std::os::fd::RawFd, rbuf: &mut [u8], messages: u32, what: &[(u32, String)]) -> Result<()> {
+fn read_answers(raw: std::os::fd::RawFd, rbuf: &mut [u8], expected: u32, what: &[(u32, String)]) -> Result<()> {
     let mut answers = 0u32;
     let mut first_error: Option<(i32, u32)> = None;
-    while answers < messages {
+    while answers < expected {
         let n = match recv(raw, rbuf, MsgFlags::MSG_DONTWAIT) {
             Ok(n) => n,
             Err(nix::errno::Errno::EAGAIN) => break,
             Err(e) => return Err(err(format!("reading the kernel's answer: {e}"))),
         };
-        let mut at = 0;
-        while at + 16 <= n {
-            let len = u32::from_ne_bytes([rbuf[at], rbuf[at + 1], rbuf[at + 2], rbuf[at + 3]]) as usize;
-            let kind = u16::from_ne_bytes([rbuf[at + 4], rbuf[at + 5]]);
-            if kind == NLMSG_ERROR && at + 20 <= n {
-                answers += 1;
-                let code = i32::from_ne_bytes([rbuf[at + 16], rbuf[at + 17], rbuf[at + 18], rbuf[at + 19]]);
-                // the refused request's header follows: its sequence number
-                let seq = rbuf.get(at + 28..at + 32).map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                if code != 0 && first_error.is_none() {
-                    first_error = Some((code, seq));
-                }
+        for (kind, payload) in messages(&rbuf[..n]) {
+            if kind != NLMSG_ERROR {
+                continue;
             }
-            if len < 16 {
-                break;
+            answers += 1;
+            let code = error_code(payload);
+            // the refused request's header follows the code: its sequence number
+            let seq = payload.get(12..16).map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            if code != 0 && first_error.is_none() {
+                first_error = Some((code, seq));
             }
-            // a truncated datagram (an error echoing a long message) ends here
-            at += (len + 3) & !3;
         }
     }
     if let Some((code, seq)) = first_error {
@@ -367,26 +345,10 @@ fn read_answers(raw: std::os::fd::RawFd, rbuf: &mut [u8], messages: u32, what: &
         let doing = what.iter().find(|(s, _)| *s == seq).map_or("a message of the batch", |(_, w)| w.as_str());
         return Err(err(format!("the kernel refused the batch while {doing}: {errno} ({})", errno.desc())));
     }
-    if answers < messages {
-        return Err(err(format!("the kernel answered {answers} of {messages} messages")));
+    if answers < expected {
+        return Err(err(format!("the kernel answered {answers} of {expected} messages")));
     }
     Ok(())
-}
-
-/// The attributes in `buf`: (type without flags, payload).
-fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= buf.len() {
-        let len = u16::from_ne_bytes([buf[at], buf[at + 1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & 0x3fff;
-        if len < 4 || at + len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[at + 4..at + len]));
-        at += (len + 3) & !3;
-    }
-    out
 }
 
 /// The data value of the first element in a NEWSETELEM message's attributes.
@@ -396,41 +358,6 @@ fn element_value(msg: &[u8]) -> Option<Vec<u8>> {
     let (_, data) = attrs(elem).into_iter().find(|(k, _)| *k == NFTA_SET_ELEM_DATA)?;
     let (_, value) = attrs(data).into_iter().find(|(k, _)| *k == NFTA_DATA_VALUE)?;
     Some(value.to_vec())
-}
-
-fn put(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(payload);
-    pad(buf);
-}
-
-fn put_str(buf: &mut Vec<u8>, kind: u16, s: &str) {
-    let len = 4 + s.len() + 1;
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(s.as_bytes());
-    buf.push(0);
-    pad(buf);
-}
-
-fn pad(buf: &mut Vec<u8>) {
-    while !buf.len().is_multiple_of(4) {
-        buf.push(0);
-    }
-}
-
-fn nest_start(buf: &mut Vec<u8>, kind: u16) -> usize {
-    let start = buf.len();
-    buf.extend_from_slice(&0u16.to_ne_bytes());
-    buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-    start
-}
-
-fn nest_end(buf: &mut [u8], start: usize) {
-    let len = (buf.len() - start) as u16;
-    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }
 
 fn verdict(buf: &mut Vec<u8>, code: i32, chain: Option<&str>) {
