@@ -51,14 +51,6 @@ fn addr_of(family: Family, s: &str) -> Option<IpAddr> {
     s.parse::<IpAddr>().ok().filter(|ip| Family::of(*ip) == family)
 }
 
-/// Kubernetes' name of a family (an EndpointSlice's addressType).
-fn address_type(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "IPv4",
-        Family::V6 => "IPv6",
-    }
-}
-
 /// The ready endpoints of one service port, from the Service's slices of `family`.
 fn endpoints_for(
     family: Family,
@@ -69,7 +61,7 @@ fn endpoints_for(
 ) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for slice in slices {
-        if slice.address_type != address_type(family) {
+        if slice.address_type != family.k8s_name() {
             continue;
         }
         let Some(port) = slice.ports.iter().flatten().find(|p| {

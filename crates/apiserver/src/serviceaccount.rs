@@ -244,6 +244,26 @@ fn uid_of(obj: &Value) -> &str {
     obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
 }
 
+/// The object a token is bound to, as long as it exists with the uid the
+/// token claims; else why the token no longer authenticates.
+async fn claimed(
+    api: &Api,
+    plural: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    uid: &str,
+) -> Result<Value, String> {
+    let obj = lookup(api, plural, namespace, name).await.ok_or_else(|| match namespace {
+        Some(ns) => format!("{kind} {ns}/{name} has been deleted"),
+        None => format!("{kind} {name} has been deleted"),
+    })?;
+    if uid_of(&obj) != uid {
+        return Err(format!("{kind} UID ({}) does not match claim ({uid})", uid_of(&obj)));
+    }
+    Ok(obj)
+}
+
 /// Authenticate a service account token: signature, times, audience, and the
 /// service account and bound objects still existing with the claimed uids.
 pub async fn authenticate(api: &Api, token: &str) -> Result<UserInfo, String> {
@@ -251,20 +271,11 @@ pub async fn authenticate(api: &Api, token: &str) -> Result<UserInfo, String> {
     claims.check(now(), &[ISSUER])?;
     let k = &claims.kubernetes;
     let ns = k.namespace.as_str();
-    let sa = lookup(api, "serviceaccounts", Some(ns), &k.serviceaccount.name)
-        .await
-        .ok_or_else(|| format!("service account {ns}/{} has been deleted", k.serviceaccount.name))?;
-    if uid_of(&sa) != k.serviceaccount.uid {
-        return Err(format!("service account UID ({}) does not match claim ({})", uid_of(&sa), k.serviceaccount.uid));
-    }
+    let sa = &k.serviceaccount;
+    claimed(api, "serviceaccounts", "service account", Some(ns), &sa.name, &sa.uid).await?;
     let mut extra = BTreeMap::new();
     if let Some(pod_ref) = &k.pod {
-        let pod = lookup(api, "pods", Some(ns), &pod_ref.name)
-            .await
-            .ok_or_else(|| format!("pod {ns}/{} has been deleted", pod_ref.name))?;
-        if uid_of(&pod) != pod_ref.uid {
-            return Err(format!("pod UID ({}) does not match claim ({})", uid_of(&pod), pod_ref.uid));
-        }
+        let pod = claimed(api, "pods", "pod", Some(ns), &pod_ref.name, &pod_ref.uid).await?;
         let deleted_at = pod.pointer("/metadata/deletionTimestamp").and_then(Value::as_str);
         if let Some(at) = deleted_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
             if at.timestamp() + DELETED_POD_GRACE_SECONDS < now() {
@@ -275,23 +286,13 @@ pub async fn authenticate(api: &Api, token: &str) -> Result<UserInfo, String> {
         extra.insert("authentication.kubernetes.io/pod-uid".into(), vec![pod_ref.uid.clone()]);
     }
     if let Some(secret_ref) = &k.secret {
-        let secret = lookup(api, "secrets", Some(ns), &secret_ref.name)
-            .await
-            .ok_or_else(|| format!("secret {ns}/{} has been deleted", secret_ref.name))?;
-        if uid_of(&secret) != secret_ref.uid {
-            return Err(format!("secret UID ({}) does not match claim ({})", uid_of(&secret), secret_ref.uid));
-        }
+        claimed(api, "secrets", "secret", Some(ns), &secret_ref.name, &secret_ref.uid).await?;
     }
     if let Some(node_ref) = &k.node {
         // a pod-bound token names its pod's node for information; a
         // node-bound one lives as long as the node
         if k.pod.is_none() {
-            let node = lookup(api, "nodes", None, &node_ref.name)
-                .await
-                .ok_or_else(|| format!("node {} has been deleted", node_ref.name))?;
-            if uid_of(&node) != node_ref.uid {
-                return Err(format!("node UID ({}) does not match claim ({})", uid_of(&node), node_ref.uid));
-            }
+            claimed(api, "nodes", "node", None, &node_ref.name, &node_ref.uid).await?;
         }
         extra.insert("authentication.kubernetes.io/node-name".into(), vec![node_ref.name.clone()]);
         if !node_ref.uid.is_empty() {

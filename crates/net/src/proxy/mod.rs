@@ -127,6 +127,14 @@ impl Family {
         }
     }
 
+    /// Kubernetes' name for it (`ipFamilies`, an EndpointSlice's `addressType`).
+    pub fn k8s_name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+
     /// The netlink family number (NFPROTO_IPV4, NFPROTO_IPV6).
     pub(crate) fn nfproto(self) -> u8 {
         match self {
@@ -161,10 +169,7 @@ impl Family {
 
 impl std::fmt::Display for Family {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        })
+        f.write_str(self.k8s_name())
     }
 }
 

@@ -47,7 +47,7 @@ impl UdpState {
     }
 
     fn add_element(&mut self, set: &str, key: &Key, data: Option<&Data>) {
-        let endpoint_map = set == cluster_endpoints(Protocol::Udp) || set == nodeport_endpoints(Protocol::Udp);
+        let endpoint_map = is_udp_endpoint_map(set);
         match (set, key, data) {
             (_, Key::AddrProtoPortIndex(..) | Key::ProtoPortIndex(..), Some(Data::AddrPort(ip, port)))
                 if endpoint_map =>
@@ -119,7 +119,7 @@ impl UdpState {
             let (ip, port) = d?.split_once(" . ")?;
             Some((ip.trim().parse().ok()?, port.trim().parse().ok()?))
         };
-        let endpoint_map = set == cluster_endpoints(Protocol::Udp) || set == nodeport_endpoints(Protocol::Udp);
+        let endpoint_map = is_udp_endpoint_map(set);
         match (set, k.as_slice()) {
             (_, [_, "udp", _, _] | ["udp", _, _]) if endpoint_map => {
                 if let Some(e) = addr_port(data) {
@@ -139,6 +139,11 @@ impl UdpState {
             _ => {}
         }
     }
+}
+
+/// Whether `set` is one of the maps of UDP endpoints.
+fn is_udp_endpoint_map(set: &str) -> bool {
+    set == cluster_endpoints(Protocol::Udp) || set == nodeport_endpoints(Protocol::Udp)
 }
 
 /// The elements of `nft list map` output: (key, data).
