@@ -259,9 +259,10 @@ impl Inner {
                 (None, Some(_)) => uplink - crate::vxlan::OVERHEAD,
                 (None, None) => uplink,
             };
-            let idx = ensure_bridge(&h, &bridge, gateway, prefix, mtu).await?;
+            let idx = ensure_bridge(&h, &bridge, gateway, prefix, mtu, gateway6.is_some()).await?;
             if let Some((gw6, prefix6)) = gateway6 {
                 ensure_address(&h, idx, &bridge, IpAddr::V6(gw6), prefix6).await?;
+                ensure_address(&h, idx, &bridge, IpAddr::V6(BRIDGE_LINK_LOCAL), 64).await?;
                 // Without an MLD querier, multicast snooping sometimes drops a pod's neighbour
                 // solicitation for the gateway (the first packet to another node then waits 1 s
                 // for the retry); flooded like broadcast, neighbour discovery is as reliable as ARP.
@@ -798,17 +799,57 @@ async fn add_pod_ipv6(h: &Handle, idx: u32, ip: Ipv6Addr, prefix: u8, gateway: I
         .map_err(|e| nl(format!("default IPv6 route via {gateway}: {e}")))
 }
 
-/// The bridge, up, with `gateway/prefix`; made if missing.
-async fn ensure_bridge(h: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32) -> Result<u32> {
-    let idx = match link_index(h, name).await? {
-        Some(i) => i,
+/// The link-local address of the bridge on a dual-stack node, the only one
+/// it has, present without duplicate address detection. The node needs a
+/// usable link-local address to send a neighbour solicitation for a packet
+/// it forwards; the one the kernel makes stays tentative for about a second
+/// after the first pod's veth gives the bridge a carrier, and the first
+/// packet from another node to a pod that has not spoken yet waited a second
+/// for the solicitation's retry.
+pub const BRIDGE_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// The bridge's own MAC address: locally administered and derived from its
+/// gateway address, so fixed. A bridge left to choose takes the lowest of
+/// its ports' addresses and changes it when that port goes; every pod that
+/// had resolved the gateway then sent to an address nobody answers until
+/// its neighbour entry expired.
+pub fn bridge_mac(gateway: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = gateway.octets();
+    [0x02, 0x6b, a, b, c, d]
+}
+
+/// The bridge, up, with `gateway/prefix` and its fixed MAC address
+/// ([`bridge_mac`]); made if missing, and then, on a dual-stack node,
+/// without an address the kernel would generate (see
+/// [`BRIDGE_LINK_LOCAL`]).
+async fn ensure_bridge(h: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32, ipv6: bool) -> Result<u32> {
+    let mac = bridge_mac(gateway);
+    let idx = match crate::vxlan::link(h, name).await? {
+        Some((i, current)) => {
+            if current != mac {
+                // a bridge from before the address was fixed: the ports' own
+                // addresses stay local to the bridge, so pods that resolved
+                // the old one keep reaching it
+                tracing::debug!(name, "netlink: fix the bridge's MAC address");
+                h.link()
+                    .set(LinkUnspec::new_with_index(i).address(mac.to_vec()).build())
+                    .execute()
+                    .await
+                    .map_err(|e| nl(format!("setting the MAC address of {name}: {e}")))?;
+            }
+            i
+        }
         None => {
             tracing::debug!(name, "netlink: add bridge");
             h.link()
-                .add(LinkBridge::new(name).mtu(mtu).build())
+                .add(LinkBridge::new(name).mtu(mtu).address(mac.to_vec()).build())
                 .execute()
                 .await
                 .map_err(|e| nl(format!("adding bridge {name}: {e}")))?;
+            if ipv6 {
+                // before it is up: no link-local address of the kernel's making
+                set_sysctl(format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode"), "1")?;
+            }
             link_index(h, name).await?.ok_or_else(|| nl(format!("bridge {name} vanished")))?
         }
     };

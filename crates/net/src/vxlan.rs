@@ -92,7 +92,8 @@ fn nl(message: String) -> Error {
     Error::Node { message: format!("vxlan: {message}") }
 }
 
-async fn link(h: &Handle, name: &str) -> Result<Option<(u32, [u8; 6])>> {
+/// A link's index and MAC address, if it exists.
+pub(crate) async fn link(h: &Handle, name: &str) -> Result<Option<(u32, [u8; 6])>> {
     let mut links = h.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(l)) => {

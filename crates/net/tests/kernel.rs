@@ -369,6 +369,12 @@ async fn peer_routes_follow_the_nodes() {
     assert_eq!(routes.trim(), "10.244.1.0/24 via 198.18.0.4 dev uplink0", "{routes}");
     net.set_peer_routes(Vec::<(ipnet::IpNet, std::net::IpAddr)>::new()).await.unwrap();
     assert_eq!(ip_output(&node, &["route", "show", "proto", "99"]).trim(), "");
+
+    // a bridge with another MAC address (made by an older agent) gets its own at the next start
+    ip(&node, &["link", "set", "skiff0", "address", "02:00:00:00:00:99"]);
+    net.start().await.unwrap();
+    let bridge = ip_output(&node, &["link", "show", "skiff0"]);
+    assert!(bridge.contains("link/ether 02:6b:0a:f4:00:01 "), "{bridge}");
 }
 
 /// `cargo test -p skiff-net --release --test kernel -- --ignored --nocapture proxy_figures`
@@ -565,10 +571,32 @@ async fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
     net.start().await.unwrap();
     let bridge = ip_output(&node, &["-d", "link", "show", "skiff0"]);
     assert!(bridge.contains("mcast_snooping 0"), "{bridge}");
+    // the bridge's MAC address is its own, whatever ports come and go
+    let mac = "link/ether 02:6b:0a:f4:00:01 ";
+    assert_eq!(skiff_net::bridge::bridge_mac(GATEWAY), [0x02, 0x6b, 10, 244, 0, 1]);
+    assert!(bridge.contains(mac), "{bridge}");
 
     let (p1, p2) = (world.netns("p1"), world.netns("p2"));
     let ips1 = net.setup(&pod("p1"), &p1).await.unwrap().ips;
     let ips2 = net.setup(&pod("p2"), &p2).await.unwrap().ips;
+    // its one link-local address is usable now that the pods gave it a
+    // carrier: the first packet the node forwards to a pod that has not
+    // spoken yet is not held for a neighbour solicitation's retry
+    let link_local: Vec<String> = ip_output(&node, &["-6", "addr", "show", "dev", "skiff0", "scope", "link"])
+        .lines()
+        .filter(|l| l.contains("inet6"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        link_local.len() == 1 && link_local[0].contains("fe80::1/64") && !link_local[0].contains("tentative"),
+        "{link_local:?}"
+    );
+    world.serve6(&p2, "p2", 8081);
+    ip(&client, &["-6", "route", "add", "fd00:10:244::/64", "via", "2001:2::1"]);
+    let t = Instant::now();
+    let (name, _) = greet(&client, SocketAddr::new(ips2[1], 8081)).unwrap();
+    assert_eq!(name, "p2");
+    assert!(t.elapsed() < Duration::from_millis(900), "the first packet to p2 from outside took {:?}", t.elapsed());
     assert_eq!(ips1.len(), 2, "{ips1:?}");
     assert!(ips1[0].is_ipv4(), "the IPv4 address comes first: {ips1:?}");
     let (a1, a2) = (v6(ips1[1]), v6(ips2[1]));
@@ -610,6 +638,8 @@ async fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
     // both addresses go with the pod; gc collects both families
     net.teardown(&pod("p2"), &p2).await.unwrap();
     assert_eq!(net.ipam_v6().unwrap().lookup("uid-p2").unwrap(), None);
+    let bridge = ip_output(&node, &["link", "show", "skiff0"]);
+    assert!(bridge.contains(mac), "a port went, the bridge's address stays: {bridge}");
     let p3 = world.netns("p3");
     let ips3 = net.setup(&pod("p3"), &p3).await.unwrap().ips;
     assert_ne!(ips3[1], ips2[1], "a released IPv6 address is not reused at once");
