@@ -190,7 +190,8 @@ impl BridgeNetwork {
     }
 
     /// The VXLAN backend's peers: neighbour, forwarding entries and routes for
-    /// each, and Skiff's routes to nodes no longer listed removed.
+    /// each; the routes, neighbour and forwarding entries of nodes no longer
+    /// listed (or of a peer's old MAC or node address) removed.
     pub async fn set_vxlan_peers(&self, peers: Vec<crate::vxlan::VxlanPeer>) -> Result<()> {
         let inner = self.inner.clone();
         blocking(move || inner.set_vxlan_peers(peers)).await
@@ -595,7 +596,7 @@ impl Inner {
             for p in &want {
                 crate::vxlan::program_peer(&h, idx, p, ROUTE_PROTOCOL).await?;
             }
-            Ok(())
+            crate::vxlan::prune_peers(&h, idx, &want).await
         })
     }
 

@@ -15,13 +15,17 @@
 //! gives (EUI-64, the address the kernel gives its VXLAN device), with a
 //! permanent neighbour entry for it, so no IPv6 address is configured.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use ipnet::{Ipv4Net, Ipv6Net};
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::packet_route::neighbour::NeighbourFlags;
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use rtnetlink::packet_route::route::{RouteFlags, RouteProtocol};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use crate::{Error, Result};
@@ -186,6 +190,65 @@ pub async fn program_peer(h: &Handle, idx: u32, peer: &VxlanPeer, protocol: u8) 
             .build();
         route.header.flags |= RouteFlags::Onlink;
         h.route().add(route).replace().execute().await.map_err(|e| nl(format!("route to {cidr6} via {vtep6}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Delete the device's neighbour and forwarding entries that no peer in
+/// `want` accounts for: those of nodes that left, and a peer's old ones
+/// after its MAC address or node address changed. Only permanent entries
+/// are Skiff's; the kernel's own (multicast) are left alone.
+pub async fn prune_peers(h: &Handle, idx: u32, want: &[VxlanPeer]) -> Result<()> {
+    let mut neighbours: HashSet<(IpAddr, [u8; 6])> = HashSet::new();
+    let mut forwarding: HashSet<([u8; 6], IpAddr)> = HashSet::new();
+    for p in want {
+        neighbours.insert((IpAddr::V4(vtep_address(p.pod_cidr)), p.mac));
+        if p.pod_cidr_v6.is_some() {
+            neighbours.insert((IpAddr::V6(vtep_address_v6(&p.mac)), p.mac));
+        }
+        forwarding.insert((p.mac, IpAddr::V4(p.node_ip)));
+    }
+    // an unspecified family dumps the IPv4 and IPv6 neighbours; the bridge family the forwarding entries
+    let mut entries: Vec<NeighbourMessage> =
+        h.neighbours().get().execute().try_collect().await.map_err(|e| nl(format!("listing neighbours: {e}")))?;
+    let fdb = h.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
+    entries.extend(fdb.try_collect::<Vec<_>>().await.map_err(|e| nl(format!("listing forwarding entries: {e}")))?);
+    for entry in entries {
+        if entry.header.ifindex != idx || entry.header.state != NeighbourState::Permanent {
+            continue;
+        }
+        let mut destination = None;
+        let mut mac = None;
+        for a in &entry.attributes {
+            match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => destination = Some(IpAddr::V4(*ip)),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => destination = Some(IpAddr::V6(*ip)),
+                // a forwarding entry's outer destination comes undecoded (its family is the bridge's)
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                    destination = <[u8; 4]>::try_from(b.as_slice())
+                        .map(IpAddr::from)
+                        .or_else(|_| <[u8; 16]>::try_from(b.as_slice()).map(IpAddr::from))
+                        .ok()
+                }
+                NeighbourAttribute::LinkLayerAddress(m) => mac = <[u8; 6]>::try_from(m.as_slice()).ok(),
+                _ => {}
+            }
+        }
+        let (Some(destination), Some(mac)) = (destination, mac) else { continue };
+        let (stale, what) = match entry.header.family {
+            AddressFamily::Bridge => (
+                !forwarding.contains(&(mac, destination)),
+                format!("forwarding entry {} → {destination}", format_mac(&mac)),
+            ),
+            AddressFamily::Inet | AddressFamily::Inet6 => {
+                (!neighbours.contains(&(destination, mac)), format!("neighbour {destination} → {}", format_mac(&mac)))
+            }
+            _ => continue,
+        };
+        if stale {
+            tracing::debug!(device = DEVICE, "netlink: delete {what}");
+            h.neighbours().del(entry).execute().await.map_err(|e| nl(format!("deleting {what}: {e}")))?;
+        }
     }
     Ok(())
 }

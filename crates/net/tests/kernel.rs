@@ -377,6 +377,75 @@ async fn peer_routes_follow_the_nodes() {
     assert!(bridge.contains("link/ether 02:6b:0a:f4:00:01 "), "{bridge}");
 }
 
+/// The VXLAN backend follows its peers: each gets a route, a neighbour
+/// entry per family and a forwarding entry; a node that leaves takes all of
+/// them along, and a peer whose VTEP MAC changed keeps only its new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vxlan_entries_follow_the_peers() {
+    if !need_root() {
+        return;
+    }
+    let mut world = World::new();
+    let node = world.netns("vx-node");
+    ip(&node, &["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"]);
+    ip(&node, &["addr", "add", "198.18.0.1/24", "dev", "uplink0"]);
+    ip(&node, &["link", "set", "uplink0", "up"]);
+    let mut cfg = BridgeConfig::new(
+        "10.244.0.0/24".parse().unwrap(),
+        "10.244.0.0/16".parse().unwrap(),
+        world.dir.path().join("data"),
+    );
+    cfg.node_netns = Some(node.clone());
+    cfg.vxlan = Some(skiff_net::vxlan::VxlanConfig::new(NODE_IP));
+    cfg.ipv6 = Some(Ipv6Pods {
+        pod_cidr: "fd00:10:244::/64".parse().unwrap(),
+        cluster_cidr: "fd00:10:244::/56".parse().unwrap(),
+    });
+    let net = BridgeNetwork::new(cfg).unwrap();
+    net.start().await.unwrap();
+    let peer = |n: u8, last: u8| skiff_net::vxlan::VxlanPeer {
+        pod_cidr: format!("10.244.{n}.0/24").parse().unwrap(),
+        node_ip: Ipv4Addr::new(198, 18, 0, n + 1),
+        mac: [0x02, 0, 0, 0, n, last],
+        pod_cidr_v6: Some(format!("fd00:10:244:{n}::/64").parse().unwrap()),
+    };
+    let entries = || {
+        let neigh = ip_output(&node, &["neigh", "show", "dev", "skiff.vxlan", "nud", "permanent"]);
+        let fdb = netns::run_in(&node, || Command::new("bridge").args(["fdb", "show", "dev", "skiff.vxlan"]).output());
+        let fdb = String::from_utf8_lossy(&fdb.unwrap().unwrap().stdout).into_owned();
+        let mut lines: Vec<String> =
+            neigh.lines().chain(fdb.lines().filter(|l| l.contains(" dst "))).map(|l| l.trim().to_string()).collect();
+        lines.sort();
+        lines
+    };
+    net.set_vxlan_peers(vec![peer(1, 1), peer(2, 1)]).await.unwrap();
+    assert_eq!(
+        entries(),
+        [
+            "02:00:00:00:01:01 dst 198.18.0.2 self permanent",
+            "02:00:00:00:02:01 dst 198.18.0.3 self permanent",
+            "10.244.1.0 lladdr 02:00:00:00:01:01 PERMANENT",
+            "10.244.2.0 lladdr 02:00:00:00:02:01 PERMANENT",
+            "fe80::ff:fe00:101 lladdr 02:00:00:00:01:01 PERMANENT",
+            "fe80::ff:fe00:201 lladdr 02:00:00:00:02:01 PERMANENT",
+        ]
+    );
+    // node 3 left; node 2's VTEP came back with another MAC
+    net.set_vxlan_peers(vec![peer(1, 9)]).await.unwrap();
+    assert_eq!(
+        entries(),
+        [
+            "02:00:00:00:01:09 dst 198.18.0.2 self permanent",
+            "10.244.1.0 lladdr 02:00:00:00:01:09 PERMANENT",
+            "fe80::ff:fe00:109 lladdr 02:00:00:00:01:09 PERMANENT",
+        ]
+    );
+    let routes = ip_output(&node, &["route", "show", "proto", "99"]);
+    assert_eq!(routes.trim(), "10.244.1.0/24 via 10.244.1.0 dev skiff.vxlan onlink", "{routes}");
+    net.set_vxlan_peers(vec![]).await.unwrap();
+    assert_eq!(entries(), Vec::<String>::new());
+}
+
 /// `cargo test -p skiff-net --release --test kernel -- --ignored --nocapture proxy_figures`
 #[test]
 #[ignore = "a benchmark: run it on purpose"]
