@@ -645,8 +645,9 @@ fn fnv1a(s: &str) -> u64 {
 }
 
 /// `net.ipv4.ip_forward` on (and `net.ipv6.conf.all.forwarding` on a
-/// dual-stack node), and `bridge-nf-call-iptables` (and `-ip6tables`) on
-/// when br_netfilter is loaded; all read back. In the calling thread's
+/// dual-stack node), br_netfilter loaded if it is a module, and
+/// `bridge-nf-call-iptables` (and `-ip6tables`) on when it is there; all
+/// read back. In the calling thread's
 /// namespace (`/proc/sys/net` follows the thread). Returns whether bridge
 /// netfilter is on.
 fn ensure_sysctls(ipv6: bool) -> Result<bool> {
@@ -655,6 +656,9 @@ fn ensure_sysctls(ipv6: bool) -> Result<bool> {
         set_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
     }
     let bridge_nf = Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    if !bridge_nf.exists() {
+        load_br_netfilter();
+    }
     if bridge_nf.exists() {
         set_sysctl(bridge_nf, "1")?;
         if ipv6 {
@@ -663,6 +667,21 @@ fn ensure_sysctls(ipv6: bool) -> Result<bool> {
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Load the br_netfilter module where the kernel has it as a module and
+/// nothing loaded it yet (Debian's kernels), as k3s's agent does. Without it,
+/// a pod's connection through a Service to a pod on the same bridge sees its
+/// answer come straight from that pod's address, and fails.
+fn load_br_netfilter() {
+    match std::process::Command::new("modprobe").arg("br_netfilter").output() {
+        Ok(out) if out.status.success() => tracing::info!("loaded the br_netfilter module"),
+        Ok(out) => tracing::warn!(
+            stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+            "modprobe br_netfilter failed"
+        ),
+        Err(e) => tracing::warn!("running modprobe br_netfilter: {e}"),
+    }
 }
 
 fn set_sysctl(path: impl AsRef<Path>, value: &str) -> Result<()> {
