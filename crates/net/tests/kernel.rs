@@ -180,11 +180,19 @@ struct Node {
     node: PathBuf,
     client: PathBuf,
     net: BridgeNetwork,
+    status: skiff_net::bridge::NodeStatus,
 }
 
 /// A node namespace with the bridge network started and an external client
 /// on a veth: node 198.18.0.1/24 (uplink0) — client 198.18.0.2/24.
 async fn node() -> Node {
+    let n = node_with(|_| {}).await;
+    assert_eq!(n.status.mtu, 1500, "the uplink's MTU");
+    n
+}
+
+/// [`node`], its bridge network's configuration changed by `adjust` first.
+async fn node_with(adjust: impl FnOnce(&mut BridgeConfig)) -> Node {
     let mut world = World::new();
     let node = world.netns("node");
     let client = world.netns("client");
@@ -200,11 +208,11 @@ async fn node() -> Node {
         world.dir.path().join("data"),
     );
     cfg.node_netns = Some(node.clone());
+    adjust(&mut cfg);
     let net = BridgeNetwork::new(cfg).unwrap();
     let status = net.start().await.unwrap();
     assert_eq!(status.gateway, GATEWAY);
-    assert_eq!(status.mtu, 1500, "the uplink's MTU");
-    Node { world, node, client, net }
+    Node { world, node, client, net, status }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +220,7 @@ async fn pods_on_a_bridge_and_services_through_nftables() {
     if !need_root() {
         return;
     }
-    let Node { mut world, node, client, net } = node().await;
+    let Node { mut world, node, client, net, .. } = node().await;
     // forwarding is on in the node's namespace
     let fwd = netns::run_in(&node, || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")).unwrap().unwrap();
     assert_eq!(fwd.trim(), "1");
@@ -385,24 +393,14 @@ async fn vxlan_entries_follow_the_peers() {
     if !need_root() {
         return;
     }
-    let mut world = World::new();
-    let node = world.netns("vx-node");
-    ip(&node, &["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1"]);
-    ip(&node, &["addr", "add", "198.18.0.1/24", "dev", "uplink0"]);
-    ip(&node, &["link", "set", "uplink0", "up"]);
-    let mut cfg = BridgeConfig::new(
-        "10.244.0.0/24".parse().unwrap(),
-        "10.244.0.0/16".parse().unwrap(),
-        world.dir.path().join("data"),
-    );
-    cfg.node_netns = Some(node.clone());
-    cfg.vxlan = Some(skiff_net::vxlan::VxlanConfig::new(NODE_IP));
-    cfg.ipv6 = Some(Ipv6Pods {
-        pod_cidr: "fd00:10:244::/64".parse().unwrap(),
-        cluster_cidr: "fd00:10:244::/56".parse().unwrap(),
-    });
-    let net = BridgeNetwork::new(cfg).unwrap();
-    net.start().await.unwrap();
+    let Node { world: _world, node, net, .. } = node_with(|cfg| {
+        cfg.vxlan = Some(skiff_net::vxlan::VxlanConfig::new(NODE_IP));
+        cfg.ipv6 = Some(Ipv6Pods {
+            pod_cidr: "fd00:10:244::/64".parse().unwrap(),
+            cluster_cidr: "fd00:10:244::/56".parse().unwrap(),
+        });
+    })
+    .await;
     let peer = |n: u8, last: u8| skiff_net::vxlan::VxlanPeer {
         pod_cidr: format!("10.244.{n}.0/24").parse().unwrap(),
         node_ip: Ipv4Addr::new(198, 18, 0, n + 1),
