@@ -329,6 +329,18 @@ impl Nodes {
         self.spawn(i);
     }
 
+    /// Restart node `i`'s skiff process ([`Nodes::restart_node`]) and wait
+    /// (at most 30 s) until its log says the node agent runs again.
+    pub fn restart_agent_and_wait(&mut self, i: usize) {
+        let before = self.nodes[i].log().matches("node agent running").count();
+        self.restart_node(i);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.nodes[i].log().matches("node agent running").count() <= before {
+            assert!(Instant::now() < deadline, "node {}'s agent did not come back", i + 1);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Wait until every node is Ready.
     pub fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

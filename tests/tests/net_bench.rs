@@ -46,9 +46,6 @@ fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'stati
     .unwrap()
 }
 
-/// Connect `count` times (bounded by `limit`) to `target` from namespace
-/// `ns`: (connections per second, p50, p99 of connect(), how many took over
-/// 100 ms, i.e. needed a SYN retransmit).
 /// kube-proxy's iptables mode's nat table for `state` (iptables-restore
 /// input): KUBE-SERVICES matches each Service port with a rule of its own and
 /// jumps to the Service's chain, which picks an endpoint chain with
@@ -164,9 +161,7 @@ fn interleaved(a: &str, b: &str, target: SocketAddr, count: usize) -> [ConnectFi
                     TcpStream::connect_timeout(&target, Duration::from_secs(5))
                         .unwrap_or_else(|e| panic!("connection to {target}: {e}"))
                 };
-                for _ in 0..200 {
-                    close_without_time_wait(connect());
-                }
+                warm_up(target);
                 ready.wait();
                 let (mut times, mut busy) = (Vec::with_capacity(count), Duration::ZERO);
                 // bounded by `count`; a side that fails drops its sender and ends the other
@@ -194,6 +189,16 @@ fn interleaved(a: &str, b: &str, target: SocketAddr, count: usize) -> [ConnectFi
     [side_a.join().unwrap(), side_b.join().unwrap()]
 }
 
+/// 200 connections to `target` that are not counted: the first ones after a
+/// sync warm the caches.
+fn warm_up(target: SocketAddr) {
+    for _ in 0..200 {
+        if let Ok(s) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) {
+            close_without_time_wait(s);
+        }
+    }
+}
+
 /// (rate over `busy`, p50, p99, how many over 100 ms) of connect times.
 fn figures(mut times: Vec<Duration>, busy: Duration) -> ConnectFigures {
     let rate = times.len() as f64 / busy.as_secs_f64();
@@ -212,11 +217,7 @@ fn connects(ns: &str, target: SocketAddr, count: usize, limit: Duration) -> Conn
     std::thread::sleep(Duration::from_secs(1));
     in_netns(ns, move || {
         pin(0);
-        for _ in 0..200 {
-            if let Ok(s) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) {
-                close_without_time_wait(s);
-            }
-        }
+        warm_up(target);
         let mut times = Vec::with_capacity(count);
         let started = Instant::now();
         while times.len() < count && started.elapsed() < limit {

@@ -451,12 +451,7 @@ fn agent_restart_keeps_an_open_connection() {
         line.trim().to_string()
     };
     assert_eq!(roundtrip("before"), "before");
-    c.restart_node(1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.nodes[1].log().matches("node agent running").count() < 2 {
-        assert!(Instant::now() < deadline, "node-2's agent did not come back");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.restart_agent_and_wait(1);
     // the proxy has synced again after the restart (its first full sync)
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(roundtrip("after"), "after", "the open connection through the NodePort broke");
@@ -790,12 +785,7 @@ fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
 
     // node-2's agent restarts: web-2 keeps both addresses (adopted, not re-wired) and stays reachable over IPv6
     let before = pod_ips(w2);
-    c.restart_node(1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.nodes[1].log().matches("node agent running").count() < 2 {
-        assert!(Instant::now() < deadline, "node-2's agent did not come back");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.restart_agent_and_wait(1);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pod_ips(&c.pod("web-2")), before, "web-2's addresses after the agent restart");
     let body = c.http_get(&client_ns, &format!("http://[{}]:8080/", v6["web-2"])).unwrap();

@@ -92,16 +92,11 @@ pub enum NetworkError {
     Net(#[from] skiff_net::Error),
 }
 
-/// A node's IPv4 podCIDR (node.spec.podCIDR, or the IPv4 entry of podCIDRs).
-fn pod_cidr_v4(node: &Node) -> Option<Ipv4Net> {
+/// A node's podCIDR of one family: `Ipv4Net` (node.spec.podCIDR, or the
+/// IPv4 entry of podCIDRs) or `Ipv6Net` (the IPv6 entry of podCIDRs).
+fn pod_cidr<T: std::str::FromStr>(node: &Node) -> Option<T> {
     let spec = node.spec.as_ref()?;
-    spec.pod_cidr.iter().chain(spec.pod_cidrs.iter().flatten()).find_map(|c| c.parse::<Ipv4Net>().ok())
-}
-
-/// A node's IPv6 podCIDR (the IPv6 entry of node.spec.podCIDRs).
-fn pod_cidr_v6(node: &Node) -> Option<Ipv6Net> {
-    let spec = node.spec.as_ref()?;
-    spec.pod_cidr.iter().chain(spec.pod_cidrs.iter().flatten()).find_map(|c| c.parse::<Ipv6Net>().ok())
+    spec.pod_cidr.iter().chain(spec.pod_cidrs.iter().flatten()).find_map(|c| c.parse::<T>().ok())
 }
 
 /// The node's podCIDRs once the server has allocated them (node.spec.podCIDRs):
@@ -116,8 +111,8 @@ async fn wait_pod_cidr(
     let mut warned = false;
     loop {
         if let Ok(Some(n)) = nodes.get_opt(node).await {
-            if let Some(cidr) = pod_cidr_v4(&n) {
-                return Some((cidr, pod_cidr_v6(&n)));
+            if let Some(cidr) = pod_cidr::<Ipv4Net>(&n) {
+                return Some((cidr, pod_cidr::<Ipv6Net>(&n)));
             }
         }
         if !warned && started.elapsed() > Duration::from_secs(15) {
@@ -135,14 +130,10 @@ async fn wait_pod_cidr(
     }
 }
 
-fn internal_ipv4(node: &Node) -> Option<Ipv4Addr> {
+/// A node's InternalIP of one family (`Ipv4Addr` or `Ipv6Addr`).
+fn internal_ip<T: std::str::FromStr>(node: &Node) -> Option<T> {
     let addrs = node.status.as_ref()?.addresses.as_ref()?;
-    addrs.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<Ipv4Addr>().ok())
-}
-
-fn internal_ipv6(node: &Node) -> Option<Ipv6Addr> {
-    let addrs = node.status.as_ref()?.addresses.as_ref()?;
-    addrs.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<Ipv6Addr>().ok())
+    addrs.iter().filter(|a| a.type_ == "InternalIP").find_map(|a| a.address.parse::<T>().ok())
 }
 
 /// The annotation where each node's agent publishes its VXLAN device's MAC.
@@ -154,13 +145,12 @@ pub fn vxlan_peers(nodes: &[Arc<Node>], own: &str) -> Vec<skiff_net::vxlan::Vxla
         .iter()
         .filter(|n| n.metadata.name.as_deref() != Some(own))
         .filter_map(|n| {
-            let pod_cidr = pod_cidr_v4(n)?;
             let mac = n.metadata.annotations.as_ref()?.get(VTEP_MAC_ANNOTATION)?;
             Some(skiff_net::vxlan::VxlanPeer {
-                pod_cidr,
-                node_ip: internal_ipv4(n)?,
+                pod_cidr: pod_cidr::<Ipv4Net>(n)?,
+                node_ip: internal_ip::<Ipv4Addr>(n)?,
                 mac: skiff_net::vxlan::parse_mac(mac)?,
-                pod_cidr_v6: pod_cidr_v6(n),
+                pod_cidr_v6: pod_cidr::<Ipv6Net>(n),
             })
         })
         .collect();
@@ -174,10 +164,10 @@ pub fn vxlan_peers(nodes: &[Arc<Node>], own: &str) -> Vec<skiff_net::vxlan::Vxla
 pub fn peer_routes(nodes: &[Arc<Node>], own: &str) -> Vec<(IpNet, IpAddr)> {
     let mut out: Vec<(IpNet, IpAddr)> = Vec::new();
     for n in nodes.iter().filter(|n| n.metadata.name.as_deref() != Some(own)) {
-        if let (Some(cidr), Some(ip)) = (pod_cidr_v4(n), internal_ipv4(n)) {
+        if let (Some(cidr), Some(ip)) = (pod_cidr::<Ipv4Net>(n), internal_ip::<Ipv4Addr>(n)) {
             out.push((IpNet::V4(cidr), IpAddr::V4(ip)));
         }
-        if let (Some(cidr), Some(ip)) = (pod_cidr_v6(n), internal_ipv6(n)) {
+        if let (Some(cidr), Some(ip)) = (pod_cidr::<Ipv6Net>(n), internal_ip::<Ipv6Addr>(n)) {
             out.push((IpNet::V6(cidr), IpAddr::V6(ip)));
         }
     }
@@ -416,7 +406,7 @@ mod tests {
                 .map(|(n, ip)| (n.parse().unwrap(), ip.parse().unwrap()))
                 .collect();
         assert_eq!(peer_routes(&nodes, "a"), want);
-        assert_eq!(pod_cidr_v6(&nodes[1]), Some("fd00:10:244:1::/64".parse().unwrap()));
+        assert_eq!(pod_cidr::<Ipv6Net>(&nodes[1]), Some("fd00:10:244:1::/64".parse().unwrap()));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use futures::TryStreamExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use serde_json::json;
 
@@ -519,37 +519,14 @@ impl Inner {
         want.sort();
         want.dedup();
         netlink(self.node_ns(), &self.node_label(), move |h| async move {
-            let have = skiff_routes(&h).await?;
-            for (msg, net, gw) in &have {
-                if !want.contains(&(*net, *gw)) {
-                    tracing::debug!(%net, %gw, "netlink: delete route");
-                    h.route()
-                        .del(msg.clone())
-                        .execute()
-                        .await
-                        .map_err(|e| nl(format!("deleting the route to {net} via {gw}: {e}")))?;
-                }
-            }
+            let have = delete_routes_not_in(&h, &want).await?;
             for (net, gw) in &want {
-                if have.iter().any(|(_, n, g)| n == net && g == gw) {
+                if have.contains(&(*net, *gw)) {
                     continue;
                 }
                 tracing::debug!(%net, %gw, "netlink: add route");
-                let route = match (net, gw) {
-                    (IpNet::V4(n), IpAddr::V4(g)) => RouteMessageBuilder::<Ipv4Addr>::new()
-                        .destination_prefix(n.network(), n.prefix_len())
-                        .gateway(*g)
-                        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
-                        .build(),
-                    (IpNet::V6(n), IpAddr::V6(g)) => RouteMessageBuilder::<Ipv6Addr>::new()
-                        .destination_prefix(n.network(), n.prefix_len())
-                        .gateway(*g)
-                        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
-                        .build(),
-                    _ => continue,
-                };
                 h.route()
-                    .add(route)
+                    .add(route_via(*net, *gw, ROUTE_PROTOCOL, None)?)
                     .replace()
                     .execute()
                     .await
@@ -584,15 +561,7 @@ impl Inner {
                     routes.push((IpNet::V6(cidr6.trunc()), IpAddr::V6(crate::vxlan::vtep_address_v6(&p.mac))));
                 }
             }
-            for (msg, net, gw) in skiff_routes(&h).await? {
-                if !routes.contains(&(net, gw)) {
-                    h.route()
-                        .del(msg)
-                        .execute()
-                        .await
-                        .map_err(|e| nl(format!("deleting the route to {net} via {gw}: {e}")))?;
-                }
-            }
+            delete_routes_not_in(&h, &routes).await?;
             for p in &want {
                 crate::vxlan::program_peer(&h, idx, p, ROUTE_PROTOCOL).await?;
             }
@@ -761,6 +730,17 @@ async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>> {
     }
 }
 
+/// A link's index and MAC address, if it exists.
+pub(crate) async fn link_with_mac(h: &Handle, name: &str) -> Result<Option<(u32, [u8; 6])>> {
+    Ok(link_by_name(h, name).await?.map(|l| {
+        let mac = l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
+            _ => None,
+        });
+        (l.header.index, mac.unwrap_or_default())
+    }))
+}
+
 async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>> {
     Ok(link_by_name(h, name).await?.map(|l| l.header.index))
 }
@@ -795,7 +775,7 @@ pub(crate) async fn has_address(h: &Handle, idx: u32, ip: IpAddr, prefix: u8) ->
 /// `ip/prefix` on the link `idx` unless it is there. IPv6 addresses skip
 /// duplicate address detection (`IFA_F_NODAD`): the IPAM guarantees they
 /// are unique, and a tentative address would not work for a second or so.
-async fn ensure_address(h: &Handle, idx: u32, link: &str, ip: IpAddr, prefix: u8) -> Result<()> {
+pub(crate) async fn ensure_address(h: &Handle, idx: u32, link: &str, ip: IpAddr, prefix: u8) -> Result<()> {
     if has_address(h, idx, ip, prefix).await? {
         return Ok(());
     }
@@ -844,7 +824,7 @@ pub fn bridge_mac(gateway: Ipv4Addr) -> [u8; 6] {
 /// [`BRIDGE_LINK_LOCAL`]).
 async fn ensure_bridge(h: &Handle, name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32, ipv6: bool) -> Result<u32> {
     let mac = bridge_mac(gateway);
-    let idx = match crate::vxlan::link(h, name).await? {
+    let idx = match link_with_mac(h, name).await? {
         Some((i, current)) => {
             if current != mac {
                 // a bridge from before the address was fixed: the ports' own
@@ -942,6 +922,40 @@ async fn skiff_routes(h: &Handle) -> Result<Vec<(RouteMessage, IpNet, IpAddr)>> 
             Some((r, net, gw))
         })
         .collect())
+}
+
+/// Delete Skiff's routes (see [`skiff_routes`]) other than `want`; returns
+/// those that stay.
+async fn delete_routes_not_in(h: &Handle, want: &[(IpNet, IpAddr)]) -> Result<Vec<(IpNet, IpAddr)>> {
+    let mut kept = Vec::new();
+    for (msg, net, gw) in skiff_routes(h).await? {
+        if want.contains(&(net, gw)) {
+            kept.push((net, gw));
+            continue;
+        }
+        tracing::debug!(%net, %gw, "netlink: delete route");
+        h.route().del(msg).execute().await.map_err(|e| nl(format!("deleting the route to {net} via {gw}: {e}")))?;
+    }
+    Ok(kept)
+}
+
+/// A route to `dest` via `gateway`, marked with `protocol`, either family.
+/// With `onlink`, on that link and `onlink`: the VXLAN backend's next hops
+/// are on no subnet of its device.
+pub(crate) fn route_via(dest: IpNet, gateway: IpAddr, protocol: u8, onlink: Option<u32>) -> Result<RouteMessage> {
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dest.network(), dest.prefix_len())
+        .and_then(|b| b.gateway(gateway))
+        .map_err(|e| nl(format!("the route to {dest} via {gateway}: {e}")))?
+        .protocol(RouteProtocol::Other(protocol));
+    if let Some(idx) = onlink {
+        builder = builder.output_interface(idx);
+    }
+    let mut route = builder.build();
+    if onlink.is_some() {
+        route.header.flags |= RouteFlags::Onlink;
+    }
+    Ok(route)
 }
 
 /// The first global IPv6 address (not link-local, not tentative, not

@@ -19,14 +19,12 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnet::{Ipv4Net, Ipv6Net};
-use rtnetlink::packet_route::link::LinkAttribute;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::packet_route::route::{RouteFlags, RouteProtocol};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use crate::{Error, Result};
 
@@ -96,26 +94,9 @@ fn nl(message: String) -> Error {
     Error::Node { message: format!("vxlan: {message}") }
 }
 
-/// A link's index and MAC address, if it exists.
-pub(crate) async fn link(h: &Handle, name: &str) -> Result<Option<(u32, [u8; 6])>> {
-    let mut links = h.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(Some(l)) => {
-            let mac = l.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Address(m) if m.len() == 6 => <[u8; 6]>::try_from(m.as_slice()).ok(),
-                _ => None,
-            });
-            Ok(Some((l.header.index, mac.unwrap_or_default())))
-        }
-        Ok(None) => Ok(None),
-        // a missing name is an error (ENODEV) from the kernel
-        Err(_) => Ok(None),
-    }
-}
-
 /// Make the device if missing, give it the VTEP address, set it up; returns its index and MAC.
 pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, pod_cidr: Ipv4Net, mtu: u32) -> Result<(u32, [u8; 6])> {
-    if link(h, DEVICE).await?.is_none() {
+    if crate::bridge::link_with_mac(h, DEVICE).await?.is_none() {
         tracing::debug!(device = DEVICE, vni = cfg.vni, "netlink: add vxlan");
         h.link()
             .add(LinkVxlan::new(DEVICE, cfg.vni).local(cfg.local).port(cfg.port).learning(false).mtu(mtu).build())
@@ -123,16 +104,9 @@ pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, pod_cidr: Ipv4Net, mtu
             .await
             .map_err(|e| nl(format!("adding {DEVICE}: {e}")))?;
     }
-    let (idx, mac) = link(h, DEVICE).await?.ok_or_else(|| nl(format!("{DEVICE} vanished")))?;
+    let (idx, mac) = crate::bridge::link_with_mac(h, DEVICE).await?.ok_or_else(|| nl(format!("{DEVICE} vanished")))?;
     let vtep = vtep_address(pod_cidr);
-    let has = crate::bridge::has_address(h, idx, IpAddr::V4(vtep), 32).await?;
-    if !has {
-        h.address()
-            .add(idx, IpAddr::V4(vtep), 32)
-            .execute()
-            .await
-            .map_err(|e| nl(format!("adding {vtep}/32 to {DEVICE}: {e}")))?;
-    }
+    crate::bridge::ensure_address(h, idx, DEVICE, IpAddr::V4(vtep), 32).await?;
     h.link()
         .set(LinkUnspec::new_with_index(idx).up().build())
         .execute()
@@ -144,14 +118,8 @@ pub async fn ensure_device(h: &Handle, cfg: &VxlanConfig, pod_cidr: Ipv4Net, mtu
 /// Neighbour and forwarding entries for each peer (replaced, so a peer whose
 /// MAC or address changed is corrected), then the route to its podCIDR.
 pub async fn program_peer(h: &Handle, idx: u32, peer: &VxlanPeer, protocol: u8) -> Result<()> {
-    let vtep = vtep_address(peer.pod_cidr);
-    h.neighbours()
-        .add(idx, IpAddr::V4(vtep))
-        .link_layer_address(&peer.mac)
-        .replace()
-        .execute()
-        .await
-        .map_err(|e| nl(format!("neighbour {vtep} → {}: {e}", format_mac(&peer.mac))))?;
+    let vtep = IpAddr::V4(vtep_address(peer.pod_cidr));
+    add_neighbour(h, idx, vtep, &peer.mac).await?;
     h.neighbours()
         .add_bridge(idx, &peer.mac)
         .flags(NeighbourFlags::Own)
@@ -160,38 +128,34 @@ pub async fn program_peer(h: &Handle, idx: u32, peer: &VxlanPeer, protocol: u8) 
         .execute()
         .await
         .map_err(|e| nl(format!("forwarding entry {} → {}: {e}", format_mac(&peer.mac), peer.node_ip)))?;
-    let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(peer.pod_cidr.network(), peer.pod_cidr.prefix_len())
-        .gateway(vtep)
-        .output_interface(idx)
-        .protocol(RouteProtocol::Other(protocol))
-        .build();
-    route.header.flags |= RouteFlags::Onlink;
-    h.route()
-        .add(route)
+    add_onlink_route(h, idx, IpNet::V4(peer.pod_cidr), vtep, protocol).await?;
+    if let Some(cidr6) = peer.pod_cidr_v6 {
+        let vtep6 = IpAddr::V6(vtep_address_v6(&peer.mac));
+        add_neighbour(h, idx, vtep6, &peer.mac).await?;
+        add_onlink_route(h, idx, IpNet::V6(cidr6), vtep6, protocol).await?;
+    }
+    Ok(())
+}
+
+/// The permanent neighbour entry `ip` → `mac` on the device (replaced).
+async fn add_neighbour(h: &Handle, idx: u32, ip: IpAddr, mac: &[u8; 6]) -> Result<()> {
+    h.neighbours()
+        .add(idx, ip)
+        .link_layer_address(mac)
         .replace()
         .execute()
         .await
-        .map_err(|e| nl(format!("route to {} via {vtep}: {e}", peer.pod_cidr)))?;
-    if let Some(cidr6) = peer.pod_cidr_v6 {
-        let vtep6 = vtep_address_v6(&peer.mac);
-        h.neighbours()
-            .add(idx, IpAddr::V6(vtep6))
-            .link_layer_address(&peer.mac)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| nl(format!("neighbour {vtep6} → {}: {e}", format_mac(&peer.mac))))?;
-        let mut route = RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(cidr6.network(), cidr6.prefix_len())
-            .gateway(vtep6)
-            .output_interface(idx)
-            .protocol(RouteProtocol::Other(protocol))
-            .build();
-        route.header.flags |= RouteFlags::Onlink;
-        h.route().add(route).replace().execute().await.map_err(|e| nl(format!("route to {cidr6} via {vtep6}: {e}")))?;
-    }
-    Ok(())
+        .map_err(|e| nl(format!("neighbour {ip} → {}: {e}", format_mac(mac))))
+}
+
+/// The route to a peer's podCIDR `dest` via its VTEP address, `onlink` on the device (replaced).
+async fn add_onlink_route(h: &Handle, idx: u32, dest: IpNet, via: IpAddr, protocol: u8) -> Result<()> {
+    h.route()
+        .add(crate::bridge::route_via(dest, via, protocol, Some(idx))?)
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| nl(format!("route to {dest} via {via}: {e}")))
 }
 
 /// Delete the device's neighbour and forwarding entries that no peer in

@@ -191,7 +191,8 @@ async fn node() -> Node {
     n
 }
 
-/// [`node`], its bridge network's configuration changed by `adjust` first.
+/// [`node`], its bridge network's configuration changed by `adjust` first;
+/// a dual-stack one adds 2001:2::1/64 (node) — 2001:2::2/64 (client).
 async fn node_with(adjust: impl FnOnce(&mut BridgeConfig)) -> Node {
     let mut world = World::new();
     let node = world.netns("node");
@@ -209,6 +210,10 @@ async fn node_with(adjust: impl FnOnce(&mut BridgeConfig)) -> Node {
     );
     cfg.node_netns = Some(node.clone());
     adjust(&mut cfg);
+    if cfg.ipv6.is_some() {
+        ip(&node, &["addr", "add", "2001:2::1/64", "dev", "uplink0", "nodad"]);
+        ip(&client, &["addr", "add", "2001:2::2/64", "dev", "eth0", "nodad"]);
+    }
     let net = BridgeNetwork::new(cfg).unwrap();
     let status = net.start().await.unwrap();
     assert_eq!(status.gateway, GATEWAY);
@@ -607,29 +612,13 @@ async fn dual_stack_pods_reach_each_other_and_the_outside_over_ipv6() {
     if !need_root() {
         return;
     }
-    let mut world = World::new();
-    let node = world.netns("node");
-    let client = world.netns("client");
-    ip(&node, &["link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", client.to_str().unwrap()]);
-    ip(&node, &["addr", "add", "198.18.0.1/24", "dev", "uplink0"]);
-    ip(&node, &["addr", "add", "2001:2::1/64", "dev", "uplink0", "nodad"]);
-    ip(&node, &["link", "set", "uplink0", "up"]);
-    ip(&node, &["route", "add", "default", "via", "198.18.0.2"]);
-    ip(&client, &["addr", "add", "198.18.0.2/24", "dev", "eth0"]);
-    ip(&client, &["addr", "add", "2001:2::2/64", "dev", "eth0", "nodad"]);
-    ip(&client, &["link", "set", "eth0", "up"]);
-    let mut cfg = BridgeConfig::new(
-        "10.244.0.0/24".parse().unwrap(),
-        "10.244.0.0/16".parse().unwrap(),
-        world.dir.path().join("data"),
-    );
-    cfg.node_netns = Some(node.clone());
-    cfg.ipv6 = Some(Ipv6Pods {
-        pod_cidr: "fd00:10:244::/64".parse().unwrap(),
-        cluster_cidr: "fd00:10:244::/56".parse().unwrap(),
-    });
-    let net = BridgeNetwork::new(cfg).unwrap();
-    let status = net.start().await.unwrap();
+    let Node { mut world, node, client, net, status } = node_with(|cfg| {
+        cfg.ipv6 = Some(Ipv6Pods {
+            pod_cidr: "fd00:10:244::/64".parse().unwrap(),
+            cluster_cidr: "fd00:10:244::/56".parse().unwrap(),
+        });
+    })
+    .await;
     let gw6: Ipv6Addr = "fd00:10:244::1".parse().unwrap();
     assert_eq!(status.gateway_v6, Some(gw6));
     let fwd = netns::run_in(&node, || std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding"));
